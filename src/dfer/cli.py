@@ -1,0 +1,52 @@
+"""The ``dfer`` command line: one entry point, one subcommand per stage.
+
+Each subcommand lives in the module that implements the stage and exposes ``main(argv) -> int``;
+modules are imported lazily so ``dfer --help`` stays fast (no torch import).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help). A newcomer finds a stage's code from its command name here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "params": ("dfer.config", "print the resolved params.yaml (preset applied, schema-validated)"),
+    "synth": ("dfer.data.synth.cli", "generate the synthetic mini-benchmark in the real datasets' formats"),
+    "check-data": ("dfer.data.check", "report every unreadable or mislabelled item of a dataset"),
+    "train-detector": ("dfer.align.train_detector", "train the face detector on the synthetic training split"),
+    "align": ("dfer.align.stage", "detect, crop and align faces; write aligned frames and a per-clip report"),
+    "train-landmarks": ("dfer.landmarks.train", "train a landmark network on ground-truth landmarks; report ION"),
+    "extract-features": ("dfer.landmarks.features", "compute and cache landmark-aware features per frame"),
+    "train": ("dfer.engine.train", "train one run (SFER or DFER) from a resolved run config"),
+    "evaluate": ("dfer.engine.evaluate", "test a checkpoint with the paper's protocol (UAR, WAR, confusion)"),
+    "predict": ("dfer.engine.predict", "expression probabilities for your own video file"),
+    "plan": ("dfer.workflow.plan", "resolve the paper's tables to unique runs"),
+    "table": ("dfer.workflow.tables", "render one paper table from run results"),
+    "figure": ("dfer.workflow.figures", "draw one paper figure from run results"),
+    "launch": ("dfer.launch", "submit one run outside the DAG with submitit (SLURM or --local)"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: dfer COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `dfer COMMAND --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"dfer: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
