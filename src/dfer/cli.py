@@ -45,7 +45,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dfer: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except _user_errors() as exc:
+        # Bad input is the user's to fix: print the message (it names the file and the fix), no traceback.
+        print(f"dfer {name}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from dfer.config import ConfigError
+
+    errors: list[type[BaseException]] = [ConfigError]
+    try:
+        from dfer.data.errors import DataError
+
+        errors.append(DataError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 if __name__ == "__main__":
