@@ -1,0 +1,94 @@
+# Helpers shared by every rule file: the resolved config, the plan of every table, input functions.
+# The plan is computed at DAG-parse time from params.yaml + workflow/tables.yaml, so the DAG is static:
+# each run is `results/runs/<config hash>/`, and a run that several tables share is one set of jobs.
+import re
+from pathlib import Path
+
+from dfer.config import config_hash, resolve
+from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_alignment, write_json, write_run_config
+
+# `config` is params.yaml (configfile) plus --config overrides; resolve() applies the preset and
+# validates it against workflow/schemas/params.schema.yaml.
+PARAMS = resolve(config)
+PLAN = build_plan(PARAMS, load_tables("workflow/tables.yaml"))
+RUNS = PLAN.runs
+TABLES = sorted((t for t in PLAN.cells if t.startswith("table_")), key=lambda t: int(t.split("_")[1]))
+FIGURES = [f for f in PLAN.cells if not f.startswith("table_")]
+DATASETS = sorted(PARAMS["data"]["datasets"])
+SYNTH_DIR = "results/synth"
+
+
+wildcard_constraints:
+    hash="[0-9a-f]{12}",
+    dataset="|".join(re.escape(d) for d in DATASETS),
+    table="table_[0-9]+",
+
+
+def dataset_root(dataset):
+    return PARAMS["data"]["datasets"][dataset]["root"]
+
+
+def is_synthetic(dataset):
+    return dataset_root(dataset).startswith(SYNTH_DIR)
+
+
+def data_ready(dataset):
+    """The synthetic benchmark, or the check that the real dataset is readable."""
+    return SYNTH_DIR if is_synthetic(dataset) else f"results/data_check/{dataset}.txt"
+
+
+def detector_weights():
+    align = PARAMS.get("align", {}) or {}
+    det = align.get("detector", {}) if isinstance(align.get("detector"), dict) else {}
+    return det.get("weights") or align.get("detector_weights") or "results/align/detector/model.pt"
+
+
+def frames_of(dataset):
+    """Aligned frames produced by the workflow (MAFW given as raw videos), else nothing to build."""
+    return [f"results/align/{dataset}"] if needs_alignment(PARAMS, dataset) else []
+
+
+def section(name):
+    """A stage's params section as a rule param (changing it re-runs that stage's jobs)."""
+    return lookup(dpath=name, within=PARAMS, default={})
+
+
+def run_inputs(wildcards):
+    """Everything a run needs before it starts: config, data, landmark features, upstream checkpoint."""
+    cfg = RUNS[wildcards.hash].config
+    datasets = [cfg["dataset"], *cfg.get("eval_datasets", [])]
+    inputs = {"config": f"results/runs/{wildcards.hash}/config.yaml",
+              "data": sorted({data_ready(d) for d in datasets}),
+              "frames": sorted({f for d in datasets for f in frames_of(d)})}
+    init = cfg["model"].get("init")
+    if init and init.startswith("results/"):
+        inputs["init"] = init
+    if cfg.get("landmarks"):
+        backbone = cfg["landmarks"]["backbone"]
+        if cfg["landmarks"]["weights"].startswith("results/"):
+            inputs["landmarks"] = cfg["landmarks"]["weights"]
+        if cfg["data"].get("features"):
+            inputs["features"] = [f"results/features/{d}/{backbone}" for d in datasets]
+    return inputs
+
+
+def feature_inputs(wildcards):
+    inputs = {"data": data_ready(wildcards.dataset), "frames": frames_of(wildcards.dataset)}
+    weights = landmark_weights(PARAMS, wildcards.backbone)
+    if weights.startswith("results/"):
+        inputs["weights"] = weights
+    return inputs
+
+
+def table_runs(table):
+    return PLAN.closure(PLAN.table_runs(table))
+
+
+def table_inputs(wildcards):
+    hashes = PLAN.table_runs(wildcards.table)
+    inputs = {"plan": f"results/plan/{wildcards.table}.json",
+              "evals": [f"results/runs/{h}/eval.json" for h in hashes]}
+    backbones = sorted({c.backbone for c in PLAN.cells[wildcards.table] if c.backbone})
+    inputs["reports"] = [f"results/landmarks/{b}/report.json" for b in backbones
+                         if landmark_weights(PARAMS, b).startswith("results/")]
+    return inputs

@@ -1,0 +1,22 @@
+# DFER runs: one job per (configuration, fold); ablations on DFEW fold 1, main results on every fold.
+
+
+rule train_dfer:
+    input:
+        unpack(run_inputs),
+        tracking=ancient("results/mlflow/parents.json"),
+        index=ancient("results/plan/runs.json"),
+    output:
+        model="results/runs/{hash}/model.pt",
+        done="results/runs/{hash}/done.json",
+        metrics="results/runs/{hash}/metrics.jsonl",
+    log:
+        "results/runs/{hash}/train.log",
+    message:
+        "Training {params.name}"
+    params:
+        name=lambda wildcards: RUNS[wildcards.hash].name,
+    wildcard_constraints:
+        hash="|".join(h for h, r in RUNS.items() if r.config["task"] != "sfer") or "NONE",
+    shell:
+        "dfer train --config {input.config} > {log} 2>&1"

@@ -1,0 +1,211 @@
+"""Torch datasets for video clips (DFER) and still images (SFER), with the paper's sampling protocol.
+
+Items are dicts: ``video`` float[3,T,H,W] ImageNet-normalised (T=1 for images), ``label`` (model-order
+index), ``index`` (index of the sample in ``samples``), ``view`` (test view number), and ``lmk``
+float[T,C,14,14] read from the landmark-feature cache when one is given and the frames are not moved by
+augmentation (otherwise the engine computes landmark features on the fly).
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from dfer.data.adapters import VIDEO_DATASETS, Sample, cache_name, load_dataset_entry
+from dfer.data.clips import open_clip, read_image
+from dfer.data.errors import DataError
+from dfer.data.sampling import test_views, train_indices
+from dfer.data.transforms import ClipAugment, resize_frames, spatial_crops, to_normalized_tensor
+
+MODES = ("train", "test")
+FEATURE_FIX = "run `dfer extract-features` for this dataset (or set data.features: null)"
+
+
+def _item_rng() -> np.random.Generator:
+    # Drawn from torch's RNG: seeded per DataLoader worker and epoch, advancing in the main process.
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+class _FeatureCache:
+    """``<dir>/<clip id with / -> __>.npy``: float16 [T_all, C, 14, 14] landmark features per frame."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+
+    def path(self, sample: Sample) -> Path:
+        return self.dir / f"{cache_name(sample.id)}.npy"
+
+    def get(self, sample: Sample, indices: Sequence[int]) -> torch.Tensor:
+        path = self.path(sample)
+        if not path.is_file():
+            raise DataError(path, f"no cached landmark features for {sample.id}", FEATURE_FIX)
+        try:
+            feats = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            raise DataError(path, f"corrupt feature cache file ({exc})", "delete it and " + FEATURE_FIX) from exc
+        if feats.ndim == 3:  # an image stored without its T axis
+            feats = feats[None]
+        if feats.ndim != 4 or max(indices) >= feats.shape[0]:
+            raise DataError(path, f"cached features have shape {tuple(feats.shape)}, frame {max(indices)} "
+                            "needed", "the clip changed since the cache was written: delete it and " + FEATURE_FIX)
+        return torch.from_numpy(np.ascontiguousarray(feats[np.asarray(indices)], dtype=np.float32))
+
+
+class VideoClipDataset(Dataset):
+    """Clips of ``num_frames`` frames; ``mode="test"`` expands each sample into temporal x spatial views.
+
+    ``augment``: the run config's ``train.augment`` dict (hflip, random_resized_crop, rand_augment,
+    random_erasing; mixup/cutmix are batch ops for the engine), used in train mode only.
+    ``resize``: ``square`` (the official loader: every frame to input_size x input_size) or ``short_side``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], num_frames: int = 16, sampling_rate: int = 1,
+                 input_size: int = 224, mode: str = "train", augment: dict | None = None,
+                 test_views: dict | None = None, feature_cache: str | os.PathLike | None = None,
+                 resize: str = "square", backend: str = "auto"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.samples = list(samples)
+        self.num_frames, self.sampling_rate, self.input_size = num_frames, sampling_rate, input_size
+        self.mode, self.resize, self.backend = mode, resize, backend
+        views = {"temporal": 2, "spatial": 2, **(test_views or {})}
+        self.n_temporal, self.n_spatial = (int(views["temporal"]), int(views["spatial"])) if mode == "test" \
+            else (1, 1)
+        self.augment = ClipAugment.from_dict(input_size, augment if mode == "train" else None)
+        self.features = _FeatureCache(feature_cache) if feature_cache else None
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        """Cached features match the frames only when augmentation does not move them."""
+        return self.features is not None and not self.augment.geometric and self.resize == "square"
+
+    @property
+    def views_per_sample(self) -> int:
+        return self.n_temporal * self.n_spatial
+
+    @property
+    def labels(self) -> list[int]:
+        return [s.label for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.views_per_sample
+
+    def view_of(self, index: int) -> tuple[int, int, int]:
+        """Item index -> (sample index, temporal view, spatial view)."""
+        sample_index, view = divmod(index, self.views_per_sample)
+        return sample_index, view // self.n_spatial, view % self.n_spatial
+
+    def frame_indices(self, n_frames: int, temporal_view: int = 0) -> np.ndarray:
+        if self.mode == "train":
+            return train_indices(n_frames, self.num_frames, self.sampling_rate, _item_rng())
+        return test_views(n_frames, self.num_frames, self.n_temporal, self.sampling_rate)[temporal_view]
+
+    def __getitem__(self, index: int) -> dict:
+        sample_index, t_view, s_view = self.view_of(index)
+        sample = self.samples[sample_index]
+        clip = open_clip(sample, backend=self.backend)
+        indices = self.frame_indices(len(clip), t_view)
+        size = (self.input_size, self.input_size) if self.resize == "square" else None
+        frames = clip.get(indices, size=size)
+        if self.mode == "train":
+            if self.resize != "square":
+                frames = spatial_crops(resize_frames(frames, self.input_size, self.resize), self.input_size, 1)[0]
+            video = self.augment(frames, _item_rng())
+        else:
+            frames = resize_frames(frames, self.input_size, self.resize)
+            frames = spatial_crops(frames, self.input_size, self.n_spatial)[s_view]
+            video = to_normalized_tensor(frames).permute(1, 0, 2, 3).contiguous()
+        item = {"video": video, "label": sample.label, "index": sample_index,
+                "view": t_view * self.n_spatial + s_view}
+        if self.uses_feature_cache:
+            item["lmk"] = self.features.get(sample, indices)
+        return item
+
+
+class ImageDataset(Dataset):
+    """Still images (SFER) with the same item dict as ``VideoClipDataset`` and T=1."""
+
+    def __init__(self, samples: Sequence[Sample], input_size: int = 224, mode: str = "train",
+                 augment: dict | None = None, feature_cache: str | os.PathLike | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.samples = list(samples)
+        self.input_size, self.mode = input_size, mode
+        self.augment = ClipAugment.from_dict(input_size, augment if mode == "train" else None)
+        self.features = _FeatureCache(feature_cache) if feature_cache else None
+        self.views_per_sample = 1
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        return self.features is not None and not self.augment.geometric
+
+    @property
+    def labels(self) -> list[int]:
+        return [s.label for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        frames = read_image(sample, (self.input_size, self.input_size))[None]
+        if self.mode == "train":
+            video = self.augment(frames, _item_rng())
+        else:
+            video = to_normalized_tensor(frames).permute(1, 0, 2, 3).contiguous()
+        item = {"video": video, "label": sample.label, "index": index, "view": 0}
+        if self.uses_feature_cache:
+            item["lmk"] = self.features.get(sample, [0])
+        return item
+
+
+def balanced_sampler(labels: Sequence[int], num_samples: int | None = None,
+                     generator: torch.Generator | None = None) -> WeightedRandomSampler:
+    """Class-balanced oversampling (S2D's ``--use_bds`` ImbalancedDatasetSampler): weight 1/class count."""
+    counts = Counter(int(y) for y in labels)
+    if not counts:
+        raise ValueError("balanced_sampler: no labels")
+    weights = torch.tensor([1.0 / counts[int(y)] for y in labels], dtype=torch.double)
+    return WeightedRandomSampler(weights, num_samples or len(weights), replacement=True, generator=generator)
+
+
+def _project_base() -> Path | None:
+    try:
+        from dfer.config import project_root
+
+        return project_root()
+    except Exception:
+        return None
+
+
+def dataset_from_params(cfg: dict, dataset: str, split: str, fold: int | None = None,
+                        mode: str | None = None, base: str | os.PathLike | None = None) -> Dataset:
+    """The dataset of one split from resolved params (``data.datasets[<dataset>]``) or a run config
+    (``data:`` = the resolved entry plus num_frames/sampling_rate/input_size/test_views/features; augment from
+    ``train.augment``). ``mode`` defaults to train for the train split and test otherwise; relative roots
+    are taken from the project root (``base``)."""
+    data = cfg.get("data", cfg)
+    entry = data["datasets"][dataset] if "datasets" in data else data
+    if "root" not in entry:
+        raise KeyError(f"no data entry with a `root` for {dataset} in the given config")
+    base = base if base is not None else _project_base()
+    frame_order = entry.get("frame_order", data.get("frame_order", "natural"))
+    samples = load_dataset_entry(dataset, entry, split, fold, frame_order=frame_order, base=base)
+    mode = mode or ("train" if split == "train" else "test")
+    get = lambda key, default: entry.get(key, data.get(key, default))  # noqa: E731
+    augment = (cfg.get("train") or {}).get("augment") if mode == "train" else None
+    features = get("features", None)
+    if features and base is not None and not os.path.isabs(features):
+        features = str(Path(base) / features)
+    if dataset in VIDEO_DATASETS:
+        return VideoClipDataset(samples, num_frames=int(get("num_frames", 16)),
+                                sampling_rate=int(get("sampling_rate", 1)), input_size=int(get("input_size", 224)),
+                                mode=mode, augment=augment, test_views=get("test_views", None),
+                                feature_cache=features, backend=get("video_backend", "auto"))
+    return ImageDataset(samples, input_size=int(get("input_size", 224)), mode=mode, augment=augment,
+                        feature_cache=features)

@@ -1,0 +1,17 @@
+"""Synthetic mini-benchmark in the real datasets' on-disk formats (`dfer synth`).
+
+Public API:
+- ``generate(out, datasets=None, seed=0, settings=None, progress=True) -> summary``: write datasets;
+- ``render_face(rng, size, expression, intensity, pose, ...) -> (rgb, box, landmarks68)``: one face image;
+- ``render_clip(rng, emotion, n, size, framing, diff, ...) -> Rendered``: one clip with dynamics;
+- ``CATALOGUE`` / ``EMOTION_DYNAMICS``: the expression catalogue and temporal profiles.
+Design notes: ``expressions`` (what each paper component can find), ``faces`` (shape model, renderer),
+``clips`` (framing, nuisance), ``writers`` (layouts and annotation formats).
+"""
+from dfer.data.synth.clips import DIFFICULTY, Rendered, difficulty, render_clip
+from dfer.data.synth.expressions import CATALOGUE, EMOTION_DYNAMICS
+from dfer.data.synth.faces import NUM_POINTS, face_box, render_face
+from dfer.data.synth.generate import DATASETS, DEFAULTS, generate, resolve_settings
+
+__all__ = ["generate", "resolve_settings", "render_face", "render_clip", "difficulty", "face_box", "Rendered",
+           "CATALOGUE", "EMOTION_DYNAMICS", "DIFFICULTY", "DATASETS", "DEFAULTS", "NUM_POINTS"]

@@ -1,0 +1,296 @@
+"""`dfer evaluate`: test a trained model with the paper's protocol.
+
+Protocol (official ``final_test`` + ``merge``): every test video is seen in ``temporal x spatial`` views
+(2 x 2 for DFER; 1 for images), the softmax probabilities of its views are averaged, the argmax is the
+prediction. Reported: UAR (mean per-class recall), WAR (accuracy), per-class accuracy, macro / weighted F1,
+the confusion matrix (JSON + PNG with class names), per-video probabilities (``predictions.csv``), the pooled
+features (``features.npy``, view-averaged) and ``predictions.npz`` (features, probs, labels) for figures.
+
+Model selection: the last epoch (``model.pt``) by default. ``--select best_on_test`` takes ``best.pt``, the
+epoch with the best accuracy when validating on the *test* split every epoch, as the official code does;
+its numbers are labelled so in the JSON. SFER runs are also tested across datasets (``eval_datasets``):
+labels are matched by canonical emotion name and only the shared classes are scored.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dfer.config import ConfigError
+from dfer.engine import checkpointing as ck
+from dfer.engine.loop import Precision, build_landmarks, build_model, predict_views
+from dfer.engine.metrics import average_views, plot_confusion, summarize
+from dfer.engine.runconfig import (BEST_ON_TEST_LABEL, class_names, complete, load_run_config, output_dir,
+                                   project_base, run_hash)
+
+OUTPUT_FILES = ("eval.json", "confusion.png", "predictions.csv", "features.npy", "predictions.npz")
+
+
+# ---- datasets ---------------------------------------------------------------------------------------
+def evaluation_dataset(cfg: dict, dataset: str | None = None, views: dict | None = None):
+    """The test split of the run's dataset (or a cross-dataset one) in test mode."""
+    from dfer.data.datasets import dataset_from_params
+
+    dataset = dataset or cfg["dataset"]
+    data = dict(cfg["data"])
+    fold = cfg.get("fold")
+    if dataset != cfg["dataset"]:
+        data = {**_cross_entry(cfg, dataset), **{k: data[k] for k in ("num_frames", "sampling_rate",
+                                                                      "input_size", "test_views",
+                                                                      "frame_order") if k in data}}
+        data["features"] = None  # the run's cache is for its own dataset: compute landmark features on the fly
+        data.pop("subset", None)
+        fold = None
+    if views is not None:
+        data["test_views"] = views
+    return dataset_from_params({"data": data}, dataset, "test", fold, mode="test", base=project_base())
+
+
+def _cross_entry(cfg: dict, dataset: str) -> dict:
+    """The data entry of a cross-dataset test set: ``eval_data[<D>]`` in the run config if present, else
+    params.yaml ``data.datasets[<D>]`` (the planner lists only the names in ``eval_datasets``)."""
+    entry = (cfg.get("eval_data") or {}).get(dataset)
+    if entry is None:
+        from dfer.config import load_params
+
+        entry = (load_params().get("data", {}).get("datasets") or {}).get(dataset)
+    if entry is None:
+        raise ConfigError(f"cross-dataset test set {dataset!r} has no data entry: add it to params.yaml "
+                          "data.datasets or to the run config's eval_data")
+    return {k: v for k, v in entry.items() if k != "folds"}
+
+
+# ---- scoring ----------------------------------------------------------------------------------------
+def score_dataset(model: nn.Module, cfg: dict, dataset_obj, device: torch.device, lmk_net=None,
+                  precision: Precision | None = None, batch_size: int | None = None, show: bool = True,
+                  desc: str = "test") -> dict:
+    """Per-video probabilities (view-averaged softmax), features, labels and the protocol's numbers."""
+    bs = int(batch_size or cfg["evaluate"].get("batch_size") or cfg["train"]["batch_size"])
+    out = predict_views(model, dataset_obj, device, bs, lmk_net, precision,
+                        int(cfg["train"].get("num_workers", 0)), desc=desc, show=show)
+    n = len(dataset_obj.samples)
+    probs = average_views(out.probs, out.sample_index, n)
+    feats = average_views(out.feats, out.sample_index, n)
+    labels = np.asarray([s.label for s in dataset_obj.samples], dtype=np.int64)
+    return {"probs": probs, "feats": feats, "labels": labels, "ids": [s.id for s in dataset_obj.samples],
+            "views": int(getattr(dataset_obj, "views_per_sample", 1)), "clips": out.clips,
+            "seconds": out.seconds}
+
+
+def cross_scores(probs: np.ndarray, labels: np.ndarray, src_classes: list[str], dst_classes: list[str]) -> dict:
+    """Score a model of ``src_classes`` on a test set of ``dst_classes``: samples of shared classes only,
+    prediction = argmax over the shared classes' probabilities."""
+    from dfer.data.labels import canonical
+
+    src = {canonical(c): i for i, c in enumerate(src_classes)}
+    shared = [c for c in dst_classes if canonical(c) in src]
+    if not shared:
+        raise ValueError(f"no shared classes between {src_classes} and {dst_classes}")
+    dst_idx = {canonical(c): i for i, c in enumerate(dst_classes)}
+    src_cols = [src[canonical(c)] for c in shared]
+    keep_dst = {dst_idx[canonical(c)]: k for k, c in enumerate(shared)}
+    mask = np.isin(labels, list(keep_dst))
+    y_true = np.asarray([keep_dst[int(y)] for y in labels[mask]], dtype=np.int64)
+    y_pred = probs[mask][:, src_cols].argmax(axis=1)
+    res = summarize(y_true, y_pred, shared)
+    res["shared_classes"] = shared
+    res["excluded_samples"] = int((~mask).sum())
+    return res
+
+
+# ---- the whole evaluation ---------------------------------------------------------------------------
+def load_weights(model: nn.Module, path: Path) -> dict:
+    """Our checkpoint (``{"model", "meta"}``) into ``model`` (strict); returns its meta."""
+    from dfer.models.checkpoint import extract_state_dict, read_checkpoint
+
+    obj = read_checkpoint(path)
+    sd = extract_state_dict(obj, path)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: does not fit the model of the run config ({str(exc)[:400]}); pass the "
+                          "config the checkpoint was trained with") from exc
+    return dict(obj.get("meta") or {}) if isinstance(obj, dict) else {}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def evaluate(cfg: dict, raw: dict, checkpoint: Path, select: str, out_json: Path,
+             device: torch.device | None = None, show: bool = True, model: nn.Module | None = None,
+             epoch: int | None = None, extra: dict | None = None) -> dict:
+    """Evaluate ``checkpoint`` (or the given in-memory ``model``) and write the outputs next to ``out_json``.
+
+    Every output file is written atomically; the caller stages them when they must appear together."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    classes = class_names(cfg)
+    meta: dict = {}
+    if model is None:
+        model = build_model(cfg, init=False, verbose=False)
+        meta = load_weights(model, checkpoint)
+    model = model.to(device).eval()
+    lmk_net = build_landmarks(cfg)
+    if lmk_net is not None:
+        lmk_net = lmk_net.to(device)
+    precision = Precision.from_config(cfg["train"], device)
+    t0 = time.perf_counter()
+    ds = evaluation_dataset(cfg)
+    res = score_dataset(model, cfg, ds, device, lmk_net, precision, show=show)
+    pred = res["probs"].argmax(axis=1)
+    summary = summarize(res["labels"], pred, classes)
+    report = {
+        "run": cfg.get("name"), "config_hash": run_hash(raw), "task": cfg["task"], "method": cfg.get("method"),
+        "dataset": cfg["dataset"], "fold": cfg.get("fold"), "split": "test",
+        "selection": BEST_ON_TEST_LABEL if select == "best_on_test" else "last",
+        "epoch": epoch if epoch is not None else meta.get("epoch"),
+        "checkpoint": str(checkpoint),
+        "protocol": {"views_per_video": res["views"], **(cfg["data"].get("test_views") or {}),
+                     "aggregation": "mean of softmax over views"},
+        **summary,
+    }
+    if cfg["task"] == "sfer" and cfg.get("eval_datasets"):
+        report["cross"] = {}
+        for other in cfg["eval_datasets"]:
+            ods = evaluation_dataset(cfg, other)
+            ores = score_dataset(model, cfg, ods, device, lmk_net, precision, show=show, desc=f"test {other}")
+            report["cross"][other] = cross_scores(ores["probs"], ores["labels"], classes, class_names(
+                {"dataset": other}))
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    report["clips_per_s"] = round(res["clips"] / res["seconds"], 3) if res["seconds"] > 0 else None
+    report.update(extra or {})
+    write_outputs(report, res, classes, out_json)
+    return report
+
+
+def write_outputs(report: dict, res: dict, classes: list[str], out_json: Path) -> None:
+    folder = out_json.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    pred = res["probs"].argmax(axis=1)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "label", "pred", *[f"p_{c}" for c in classes]])
+    for vid, y, p, row in zip(res["ids"], res["labels"], pred, res["probs"]):
+        w.writerow([vid, classes[int(y)], classes[int(p)], *[f"{v:.6f}" for v in row]])
+    ck.write_text(folder / "predictions.csv", buf.getvalue())
+    with ck.atomic_path(folder / "features.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, res["feats"].astype(np.float32))
+    with ck.atomic_path(folder / "predictions.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, features=res["feats"].astype(np.float32), probs=res["probs"].astype(np.float32),
+                     labels=res["labels"], ids=np.asarray(res["ids"]))
+    title = f"{report.get('run') or report['dataset']} ({report['selection']}): UAR {100 * report['uar']:.2f} " \
+            f"WAR {100 * report['war']:.2f}"
+    with ck.atomic_path(folder / "confusion.png") as tmp:
+        plot_confusion(np.asarray(report["confusion"]), classes, tmp, title)
+    ck.write_json(out_json, report)
+
+
+def checkpoint_for(run_dir: Path, select: str, cfg: dict) -> Path:
+    if select == "best_on_test":
+        if not cfg["train"].get("validate_every_epoch"):
+            raise ConfigError(f"{run_dir}: --select best_on_test needs a run trained with "
+                              "train.validate_every_epoch: true (it keeps best.pt)")
+        path = run_dir / "best.pt"
+    else:
+        path = run_dir / "model.pt"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; train the run first (`dfer train --config "
+                          f"{run_dir / 'config.yaml'}`)")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dfer evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder (config.yaml + model.pt / best.pt)")
+    src.add_argument("--checkpoint", help="a model checkpoint (with --config)")
+    ap.add_argument("--config", help="run config of --checkpoint (default: the one stored in it)")
+    ap.add_argument("--select", choices=["last", "best_on_test"], default=None,
+                    help="last epoch (default) or the official best epoch selected on the test split")
+    ap.add_argument("--out", help="eval JSON path (default: <run>/eval.json, or eval.json next to --checkpoint)")
+    ap.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    ap.add_argument("--force", action="store_true", help="re-evaluate even if the output matches the checkpoint")
+    ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+
+    if args.run:
+        run_dir = Path(args.run)
+        raw, cfg = load_run_config(args.config or run_dir / "config.yaml")
+        select = args.select or cfg["evaluate"]["select"]
+        ckpt = checkpoint_for(run_dir, select, cfg)
+        out = Path(args.out) if args.out else run_dir / "eval.json"
+    else:
+        ckpt = Path(args.checkpoint)
+        if args.config:
+            raw, cfg = load_run_config(args.config)
+        else:
+            from dfer.models.checkpoint import read_checkpoint
+
+            meta = (read_checkpoint(ckpt) or {}).get("meta", {}) if ckpt.is_file() else {}
+            if not meta.get("config"):
+                raise ConfigError(f"{ckpt}: stores no run config; pass --config RUN.yaml")
+            raw = meta["config"]
+            cfg = complete(raw, source=str(ckpt))
+        select = args.select or "last"
+        out = Path(args.out) if args.out else ckpt.parent / "eval.json"
+        if select == "best_on_test" and ckpt.name != "best.pt":
+            raise ConfigError(f"{ckpt}: --select best_on_test evaluates a run's best.pt; pass --run DIR")
+
+    sha = file_sha256(ckpt)
+    if out.is_file() and not args.force:
+        try:
+            old = json.loads(out.read_text())
+        except ValueError:
+            old = {}
+        if old.get("checkpoint_sha256") == sha and old.get("selection", "").startswith(select):
+            print(f"{out}: up to date for {ckpt} (use --force to recompute)")
+            _print_report(old)
+            return 0
+    device = torch.device(args.device) if args.device else None
+    report = evaluate(cfg, raw, ckpt, select, out, device, show=not args.quiet,
+                      extra={"checkpoint_sha256": sha})
+    _print_report(report)
+    if not args.no_tracking and os.environ.get("DFER_NO_TRACKING") != "1":
+        _track(raw, report, out)
+    return 0
+
+
+def _print_report(report: dict) -> None:
+    print(f"{report.get('run')}: {report.get('selection')}  UAR {100 * report['uar']:.2f}  "
+          f"WAR {100 * report['war']:.2f}  ({report.get('num_samples')} videos)")
+    for name, acc in (report.get("per_class") or {}).items():
+        print(f"  {name:<16} {'-' if acc is None else f'{100 * acc:.2f}'}")
+    for d, sub in (report.get("cross") or {}).items():
+        print(f"  cross {d}: WAR {100 * sub['war']:.2f} UAR {100 * sub['uar']:.2f} on {sub['shared_classes']}")
+
+
+def _track(raw: dict, report: dict, out: Path) -> None:
+    try:
+        from dfer.workflow.tracking import Tracker
+    except ImportError:
+        return
+    with Tracker.from_config(raw, stage="evaluate") as tr:
+        tr.log_eval(out, out.parent / "confusion.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

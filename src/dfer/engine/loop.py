@@ -1,0 +1,340 @@
+"""Building blocks of training and evaluation: model/landmark construction, the epoch sampler, one training
+epoch, and view-level inference.
+
+Determinism and resumption: every source of randomness is either the global python/numpy/torch RNG (saved
+in the resume checkpoint) or a generator seeded from ``(seed, epoch)`` (the sampler's order and the
+DataLoader workers' seeds), so an epoch replays identically after a restart, and a mid-epoch restart skips
+the batches already done.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dfer.engine.progress import Throughput, bar
+from dfer.engine.runconfig import class_names, resolve_path, uses_landmarks
+
+
+# ---- model and landmark net -------------------------------------------------------------------------
+def model_kwargs(cfg: dict) -> dict:
+    """``create_model`` kwargs: the config's ``model.kwargs`` plus class count, frames and input size."""
+    from dfer.data.labels import index_of
+
+    kw = dict(cfg["model"].get("kwargs") or {})
+    data = cfg["data"]
+    kw["num_classes"] = len(class_names(cfg))
+    kw.setdefault("num_frames", int(data.get("num_frames", 16)))
+    kw.setdefault("img_size", int(data.get("input_size", 224)))
+    if uses_landmarks(cfg) and "lmk_channels" not in kw:  # e.g. 24 for MobileNetV2_56 (Table III)
+        from dfer.landmarks import landmark_net_config
+
+        kw["lmk_channels"] = landmark_net_config(cfg["landmarks"].get("backbone", "MobileFaceNet")).channels
+    if cfg.get("method") == "nr_dfernet" and "neutral_index" not in kw:
+        try:  # the snippet filter suppresses "Neutral"
+            kw["neutral_index"] = index_of(cfg["dataset"], "Neutral")
+        except KeyError:
+            pass
+    return kw
+
+
+def freezes_backbone(cfg: dict) -> bool:
+    """The official DFER rule (only MCP, TMA, temporal embedding, ln_post, head train) for S2D DFER runs."""
+    mode = cfg["train"].get("freeze", "auto")
+    if mode == "auto":
+        return cfg["task"] == "dfer" and cfg.get("method") == "s2d"
+    return mode == "dfer"
+
+
+def build_model(cfg: dict, init: bool = True, verbose: bool = True) -> nn.Module:
+    """The run's model: registry name + kwargs, initialised from ``model.init``, frozen for S2D DFER."""
+    from dfer.models import create_model
+
+    model = create_model(cfg["model"]["name"], **model_kwargs(cfg))
+    path = resolve_path(cfg["model"].get("init")) if init else None
+    if path is not None:
+        from dfer.models.checkpoint import load_pretrained
+
+        load_pretrained(model, path, format=cfg["model"].get("init_format") or "dfer", verbose=verbose)
+    if freezes_backbone(cfg):
+        from dfer.models.params import freeze_for_dfer
+
+        freeze_for_dfer(model)
+    return model
+
+
+def build_landmarks(cfg: dict) -> nn.Module | None:
+    """The frozen landmark net (None when the model does not fuse landmarks)."""
+    if not uses_landmarks(cfg):
+        return None
+    from dfer.landmarks import LandmarkFeatures
+
+    lm = cfg["landmarks"]
+    weights = resolve_path(lm.get("weights"))
+    return LandmarkFeatures(lm.get("backbone", "MobileFaceNet"), str(weights) if weights else None)
+
+
+def landmark_input(batch: dict, video: torch.Tensor, lmk_net: nn.Module | None,
+                   use_cache: bool) -> torch.Tensor | None:
+    """Landmark features ``[B*T, C, 14, 14]``: from the cache when allowed, else the frozen net on ``video``
+    (the possibly mixed clip, as the official code)."""
+    if lmk_net is None:
+        return None
+    if use_cache and "lmk" in batch:
+        return batch["lmk"].to(video.device, non_blocking=True).flatten(0, 1)
+    b, c, t, h, w = video.shape
+    frames = video.transpose(1, 2).reshape(b * t, c, h, w)
+    with torch.no_grad(), torch.autocast(device_type=video.device.type, enabled=False):
+        return lmk_net(frames.float())
+
+
+# ---- sampler ----------------------------------------------------------------------------------------
+class EpochSampler(Sampler[int]):
+    """Shuffled (or class-balanced, with replacement) order drawn from ``(seed, epoch)``; sharded over DDP
+    ranks (every rank gets the same number of items); ``skip`` drops the first items (mid-epoch resume)."""
+
+    def __init__(self, labels: Sequence[int], seed: int, balanced: bool = False, rank: int = 0,
+                 world_size: int = 1, shuffle: bool = True):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.seed, self.balanced, self.shuffle = int(seed), balanced, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.skip = 0, 0
+        self.num_samples = math.ceil(len(self.labels) / world_size)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def order(self) -> np.ndarray:
+        n = len(self.labels)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.balanced:  # S2D --use_bds: weight 1 / class count, with replacement
+            from dfer.data.datasets import balanced_sampler
+
+            idx = np.fromiter(balanced_sampler(self.labels.tolist(), n, generator=g), dtype=np.int64)
+        elif self.shuffle:
+            idx = torch.randperm(n, generator=g).numpy()
+        else:
+            idx = np.arange(n)
+        total = self.num_samples * self.world_size
+        idx = np.concatenate([idx, idx[: total - n]]) if total > n else idx
+        return idx[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return max(self.num_samples - self.skip, 0)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker (base_seed + id) from the loader's generator; derive python/numpy from it.
+    import random
+
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def make_loader(dataset: Dataset, batch_size: int, sampler: Sampler | None, num_workers: int, seed: int,
+                drop_last: bool, device: torch.device) -> DataLoader:
+    # An explicit generator: without one, creating the iterator draws from the global torch RNG.
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
+                      drop_last=drop_last, pin_memory=device.type == "cuda", generator=g,
+                      worker_init_fn=_seed_worker if num_workers > 0 else None,
+                      persistent_workers=False)
+
+
+# ---- mixed precision --------------------------------------------------------------------------------
+@dataclass
+class Precision:
+    enabled: bool = False
+    dtype: torch.dtype = torch.float32
+    device_type: str = "cpu"
+
+    @classmethod
+    def from_config(cls, train: dict, device: torch.device) -> "Precision":
+        if device.type != "cuda" or not train.get("amp", True):
+            return cls(False, torch.float32, device.type)
+        want = str(train.get("amp_dtype", "bfloat16"))
+        dtype = torch.bfloat16 if want in ("bfloat16", "bf16") and torch.cuda.is_bf16_supported() else torch.float16
+        return cls(True, dtype, device.type)
+
+    def autocast(self):
+        if not self.enabled:
+            return nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.enabled and self.dtype == torch.float16
+
+
+# ---- one training epoch -----------------------------------------------------------------------------
+@dataclass
+class StepState:
+    """What the step loop needs besides the model: schedule, loss pieces, landmark net, precision."""
+    optimizer: torch.optim.Optimizer
+    lr_schedule: np.ndarray
+    steps_per_epoch: int
+    precision: Precision
+    scaler: torch.amp.GradScaler | None
+    lmk_net: nn.Module | None
+    use_lmk_cache: bool
+    mixup: Callable | None
+    loss: str
+    label_smoothing: float
+    num_classes: int
+    sdl: nn.Module | None = None
+    sdl_lambda: float = 0.0
+    sdl_active: bool = False
+    sdl_update: bool = False
+    aux_coeff: float = 1e-3
+    clip_grad: float | None = None
+    stop_requested: Callable[[], bool] = lambda: False
+    on_step: Callable[[int], None] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, st: StepState) -> torch.Tensor:
+    """Mixed (soft) targets -> SoftTargetCrossEntropy; hard labels -> CE (with smoothing for
+    ``label_smoothing``). timm's Mixup already smooths its soft targets."""
+    if target.ndim == 2:
+        return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+    smoothing = st.label_smoothing if st.loss == "label_smoothing" else 0.0
+    return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, st: StepState, epoch: int, device: torch.device,
+                    start_step: int = 0, show: bool = True) -> dict:
+    """Train over ``loader`` (already positioned at ``start_step``); returns loss/throughput figures and
+    ``stopped`` (a preemption signal was honoured at a step boundary: ``step`` is the next step to run)."""
+    model.train()
+    meter = Throughput()
+    loss_sum, n_steps, step = 0.0, 0, start_step
+    stopped = False
+    pbar = bar(st.steps_per_epoch, f"epoch {epoch + 1}", enabled=show, initial=start_step)
+    for batch in loader:
+        global_step = epoch * st.steps_per_epoch + step
+        lr = float(st.lr_schedule[min(global_step, len(st.lr_schedule) - 1)])
+        for group in st.optimizer.param_groups:
+            group["lr"] = lr
+        video = batch["video"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True)
+        target: torch.Tensor = labels
+        if st.mixup is not None:
+            video, target = st.mixup(video, labels)
+        lmk = landmark_input(batch, video, st.lmk_net, st.use_lmk_cache and st.mixup is None)
+        with st.precision.autocast():
+            logits, feat = model(video, lmk)
+            loss = classification_loss(logits, target, st)
+            if st.sdl is not None and st.sdl_active:
+                from dfer.models.sdl import sdl_loss
+
+                soft = st.sdl.soft_targets(feat, logits)
+                loss = loss + st.sdl_lambda * sdl_loss(logits.float(), soft.float())
+            aux = _aux_loss(model)
+            if aux is not None:
+                loss = loss + st.aux_coeff * aux
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1}; lower "
+                                     "train.lr or disable train.amp")
+        st.optimizer.zero_grad(set_to_none=True)
+        params = [p for g in st.optimizer.param_groups for p in g["params"]]
+        if st.scaler is not None:
+            st.scaler.scale(loss).backward()
+            if st.clip_grad:
+                st.scaler.unscale_(st.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, st.clip_grad)
+            st.scaler.step(st.optimizer)
+            st.scaler.update()
+        else:
+            loss.backward()
+            if st.clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, st.clip_grad)
+            st.optimizer.step()
+        if st.sdl is not None and st.sdl_update:
+            # Paper: anchors from the current mini-batch under the ground-truth (un-mixed) labels.
+            st.sdl.update(feat.detach().float(), logits.detach().float(), labels)
+        loss_sum += float(loss.detach())
+        n_steps += 1
+        step += 1
+        meter.update(int(video.shape[0]))
+        pbar.set_postfix(loss=f"{loss_sum / n_steps:.4f}", lr=f"{lr:.2e}", clips_s=f"{meter.rate:.1f}",
+                         refresh=False)
+        pbar.update(1)
+        if st.on_step is not None:
+            st.on_step(step)
+        # Checked after the step, before the loader draws the next batch (whose augmentation would advance
+        # the RNG past the state the checkpoint saves).
+        if step < st.steps_per_epoch and st.stop_requested():
+            stopped = True
+            break
+    pbar.close()
+    return {"loss_sum": loss_sum, "steps": n_steps, "step": step, "clips": meter.clips,
+            "seconds": meter.seconds, "stopped": stopped}
+
+
+def _aux_loss(model: nn.Module) -> torch.Tensor | None:
+    inner = model.module if hasattr(model, "module") else model
+    if hasattr(inner, "aux_loss"):
+        return inner.aux_loss()
+    return None
+
+
+# ---- inference over views ---------------------------------------------------------------------------
+@dataclass
+class ViewOutputs:
+    probs: np.ndarray          # [N_items, K] softmax per view
+    feats: np.ndarray          # [N_items, D] pooled features per view
+    sample_index: np.ndarray   # [N_items] sample of each view
+    view: np.ndarray           # [N_items]
+    clips: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+
+@torch.no_grad()
+def predict_views(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int,
+                  lmk_net: nn.Module | None = None, precision: Precision | None = None, num_workers: int = 0,
+                  desc: str = "test", show: bool = True, indices: Sequence[int] | None = None) -> ViewOutputs:
+    """Softmax probabilities and features of every item (view) of a test-mode dataset.
+
+    ``indices``: a subset of item indices (a DDP rank's shard); default every item.
+    """
+    precision = precision or Precision()
+    model.eval()
+    subset = list(range(len(dataset))) if indices is None else list(indices)
+    loader = make_loader(torch.utils.data.Subset(dataset, subset), batch_size, None, num_workers, 0, False,
+                         device)
+    use_cache = bool(getattr(dataset, "uses_feature_cache", False))
+    probs, feats, sidx, views = [], [], [], []
+    t0 = time.perf_counter()
+    clips = 0
+    pbar = bar(len(loader), desc, enabled=show)
+    for batch in loader:
+        video = batch["video"].to(device, non_blocking=True)
+        lmk = landmark_input(batch, video, lmk_net, use_cache)
+        with precision.autocast():
+            logits, feat = model(video, lmk)
+        probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+        feats.append(feat.float().cpu())
+        sidx.append(torch.as_tensor(batch["index"]))
+        views.append(torch.as_tensor(batch["view"]))
+        clips += int(video.shape[0])
+        pbar.update(1)
+    pbar.close()
+    cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros((0,))  # noqa: E731
+    return ViewOutputs(cat(probs), cat(feats), cat(sidx).astype(np.int64), cat(views).astype(np.int64),
+                       clips, time.perf_counter() - t0)

@@ -1,0 +1,159 @@
+"""`dfer predict VIDEO --checkpoint CKPT`: expression probabilities for your own video file.
+
+The faces are detected, cropped and aligned (dfer.align: ``--detector mtcnn`` by default, weights ship with
+facenet-pytorch), the clip is sampled with the test protocol (temporal x spatial views), landmark features
+are computed by the frozen landmark net, and the view-averaged softmax is printed, classes sorted by
+probability. Our checkpoints (``model.pt`` / ``best.pt``) carry their run config; the official S2D release
+needs ``--official-s2d --num-classes 7 --dataset DFEW --landmark-weights mobilefacenet_model_best.pth.tar``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfer.config import ConfigError
+
+
+def _config_for(args) -> tuple[dict, dict]:
+    from dfer.engine.runconfig import complete, load_run_config
+
+    if args.config:
+        return load_run_config(args.config)
+    if args.official_s2d:
+        if not args.dataset:
+            raise ConfigError("--official-s2d needs --dataset (DFEW | MAFW | FERV39K) for the class names")
+        raw = {"name": f"official S2D {args.dataset}", "task": "dfer", "method": "s2d", "dataset": args.dataset,
+               "data": {"num_frames": 16, "sampling_rate": 1, "input_size": 224,
+                        "test_views": {"temporal": 2, "spatial": 2}},
+               "model": {"name": args.model, "kwargs": {"fusion": "mcp", "adapter": "tma"}},
+               "landmarks": {"backbone": args.landmark_backbone, "weights": args.landmark_weights},
+               "train": {}}
+        return raw, complete(raw, source="--official-s2d")
+    from dfer.models.checkpoint import read_checkpoint
+
+    meta = (read_checkpoint(args.checkpoint) or {}).get("meta") or {}
+    if not meta.get("config"):
+        raise ConfigError(f"{args.checkpoint}: stores no run config; pass --config RUN.yaml, or --official-s2d "
+                          "--num-classes N --dataset D for an official S2D checkpoint")
+    return meta["config"], complete(meta["config"], source=str(args.checkpoint))
+
+
+def load_model(args, cfg: dict) -> torch.nn.Module:
+    from dfer.engine.evaluate import load_weights
+    from dfer.engine.loop import build_model
+
+    model = build_model(cfg, init=False, verbose=False)
+    if args.official_s2d:
+        from dfer.data.labels import classes
+        from dfer.models.checkpoint import load_pretrained
+
+        if args.num_classes != len(classes(cfg["dataset"])):
+            raise ConfigError(f"--num-classes {args.num_classes} does not match {cfg['dataset']} "
+                              f"({len(classes(cfg['dataset']))} classes)")
+        report = load_pretrained(model, args.checkpoint, format="official_s2d", verbose=False)
+        if report.missing:
+            raise ConfigError(f"{args.checkpoint}: not an S2D checkpoint for {args.model} "
+                              f"(missing {report.missing[:5]})")
+    else:
+        load_weights(model, Path(args.checkpoint))
+    return model.eval()
+
+
+def clip_views(frames: np.ndarray, cfg: dict) -> torch.Tensor:
+    """``uint8[N,H,W,3]`` face frames -> normalised views ``[V,3,T,S,S]`` of the test protocol."""
+    from dfer.data.sampling import test_views
+    from dfer.data.transforms import resize_frames, spatial_crops, to_normalized_tensor
+
+    data = cfg["data"]
+    t, size = int(data.get("num_frames", 16)), int(data.get("input_size", 224))
+    tv = {"temporal": 2, "spatial": 2, **(data.get("test_views") or {})}
+    views = []
+    for idx in test_views(len(frames), t, int(tv["temporal"]), int(data.get("sampling_rate", 1))):
+        clip = resize_frames(frames[idx], size, "square")
+        for crop in spatial_crops(clip, size, int(tv["spatial"])):
+            views.append(to_normalized_tensor(crop).permute(1, 0, 2, 3))
+    return torch.stack(views)
+
+
+def faces(video: Path, detector_name: str | None, weights: str | None, size: int, device: str) -> np.ndarray:
+    from dfer.data.video import read_frames
+
+    frames = read_frames(video)
+    if detector_name in (None, "none"):
+        return frames
+    from dfer.align.detectors import build_detector
+    from dfer.align.stage import align_frames
+
+    detector = build_detector(detector_name, weights, device=device)
+    aligned, info = align_frames(frames, detector, {"size": max(size, 112)})
+    if info.get("no_face_in_clip"):
+        print(f"warning: {video}: no face found by {detector_name}; using the whole frames", file=sys.stderr)
+        return frames
+    return aligned
+
+
+@torch.no_grad()
+def predict(model, cfg: dict, frames: np.ndarray, device: torch.device) -> np.ndarray:
+    from dfer.engine.loop import build_landmarks, landmark_input
+
+    views = clip_views(frames, cfg).to(device)
+    lmk_net = build_landmarks(cfg)
+    if lmk_net is not None:
+        lmk_net = lmk_net.to(device)
+    logits, _ = model.to(device)(views, landmark_input({}, views, lmk_net, False))
+    return torch.softmax(logits.float(), dim=-1).mean(0).cpu().numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dfer predict", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("video", help="a video file (mp4, avi, ...)")
+    ap.add_argument("--checkpoint", required=True, help="model.pt / best.pt of a run, or an official S2D .pth")
+    ap.add_argument("--config", help="run config (default: the one stored in the checkpoint)")
+    ap.add_argument("--detector", default="mtcnn", help="face detector (mtcnn | retinaface | synthetic | none: "
+                                                       "the video already shows an aligned face)")
+    ap.add_argument("--detector-weights", default=None, help="detector checkpoint (retinaface, synthetic)")
+    ap.add_argument("--official-s2d", action="store_true", help="the checkpoint is from the official S2D release")
+    ap.add_argument("--num-classes", type=int, default=7, help="classes of the official checkpoint")
+    ap.add_argument("--dataset", default=None, help="class names of the official checkpoint (DFEW | MAFW | FERV39K)")
+    ap.add_argument("--model", default="s2d_base_patch16_224", help="model name of the official checkpoint")
+    ap.add_argument("--landmark-backbone", default="MobileFaceNet")
+    ap.add_argument("--landmark-weights", default=None, help="landmark net weights (official: "
+                                                            "mobilefacenet_model_best.pth.tar)")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(argv)
+    video = Path(args.video)
+    if not video.is_file():
+        raise ConfigError(f"{video}: video file not found")
+    if args.official_s2d and not args.landmark_weights:
+        raise ConfigError("--official-s2d needs --landmark-weights (the MobileFaceNet file the model was trained "
+                          "with: mobilefacenet_model_best.pth.tar)")
+    raw, cfg = _config_for(args)
+    if args.landmark_weights and cfg.get("landmarks"):
+        cfg["landmarks"]["weights"] = args.landmark_weights
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_model(args, cfg)
+    frames = faces(video, args.detector, args.detector_weights, int(cfg["data"].get("input_size", 224)),
+                   device.type)
+    probs = predict(model, cfg, frames, device)
+    from dfer.data.labels import classes
+
+    names = classes(cfg["dataset"])
+    order = np.argsort(-probs, kind="stable")
+    if args.json:
+        print(json.dumps({"video": str(video), "probabilities": {names[i]: float(probs[i]) for i in order}}))
+    else:
+        print(f"{video} ({len(frames)} frames):")
+        for i in order:
+            print(f"  {names[i]:<16} {100 * probs[i]:6.2f}%  {'#' * int(round(40 * probs[i]))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+"""The planner: resolve every cell of the paper's tables (workflow/tables.yaml) to a run config and its hash.
+
+A cell is a spec (method, dataset, folds, init, set, metric) merged from a table's defaults, its column and
+its row. The planner turns each (spec, fold) into the fully resolved run config of docs/architecture.md
+("Run config"), named by ``config_hash`` of its content. Cells that resolve to the same content are one
+run, so a run shared by several tables trains once. An init ``{run: SPEC}`` plans that run too and points
+``model.init`` at its ``model.pt``: the upstream hash is part of the downstream content, so changing an
+SFER parameter changes exactly the SFER run and the DFER runs built on it.
+
+``dfer plan`` lists the unique runs and how many cells each serves.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dfer.config import ConfigError, config_hash, deep_merge, load_params, project_root, set_path
+
+TABLES_RELPATH = Path("workflow/tables.yaml")
+RUNS_DIR = "results/runs"
+# Keys that describe a run without changing what it computes: left out of the hash.
+UNHASHED_KEYS = ("name", "output_dir")
+SPEC_KEYS = {"method", "dataset", "folds", "init", "set", "metric", "eval_on"}
+NON_RUN_METRICS = {"ion", "params_m"}
+
+
+@dataclass
+class Run:
+    hash: str
+    config: dict
+    cells: list[tuple[str, str, str, str]] = field(default_factory=list)  # (table, block, row, column)
+    tables: list[str] = field(default_factory=list)
+    upstream: list[str] = field(default_factory=list)  # hashes of runs whose model.pt this run starts from
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def output_dir(self) -> str:
+        return self.config["output_dir"]
+
+
+@dataclass
+class Cell:
+    table: str
+    block: str
+    row: str
+    column: str
+    metric: str | None          # None for a cited-only row
+    dataset: str | None          # dataset the metric is read from
+    runs: list[str]              # run hashes (one per fold); empty for cited-only rows / non-run metrics
+    backbone: str | None = None  # for ion / params_m cells
+    paper: float | None = None
+
+
+@dataclass
+class Plan:
+    runs: dict[str, Run]
+    cells: dict[str, list[Cell]]          # table or figure id -> its cells, in row-major order
+    titles: dict[str, str]
+    provenance: dict = field(default_factory=dict)   # preset, synthetic?, dataset roots
+    kinds: dict = field(default_factory=dict)        # figure id -> kind
+    spread: str = "std"
+
+    def table_runs(self, table: str) -> list[str]:
+        return sorted({h for c in self.cells[table] for h in c.runs})
+
+    def closure(self, hashes: list[str]) -> list[str]:
+        """The runs plus every run they are initialised from (what must be trained first)."""
+        seen: list[str] = []
+        todo = list(hashes)
+        while todo:
+            h = todo.pop()
+            if h not in seen:
+                seen.append(h)
+                todo.extend(self.runs[h].upstream)
+        return sorted(seen)
+
+    def digest(self, table: str) -> str:
+        """Content hash of a table's cells (what its rendering depends on, besides the eval files)."""
+        return config_hash([c.__dict__ for c in self.cells[table]])
+
+    def table_payload(self, table: str) -> dict:
+        """JSON-able description of one table for `dfer table --plan`."""
+        return {
+            "table": table,
+            "title": self.titles.get(table, table),
+            "cells": [c.__dict__ for c in self.cells[table]],
+            "runs": {h: {"name": self.runs[h].name, "output_dir": self.runs[h].output_dir,
+                         "dataset": self.runs[h].config["dataset"], "fold": self.runs[h].config.get("fold")}
+                     for h in self.table_runs(table)},
+            "provenance": self._provenance(table),
+            "spread": self.spread,
+            **({"kind": self.kinds[table]} if table in self.kinds else {}),
+        }
+
+    def _provenance(self, table: str) -> dict:
+        used = {self.runs[h].config["dataset"] for h in self.table_runs(table)}
+        used |= {c.dataset for c in self.cells[table] if c.dataset}
+        roots = {d: r for d, r in self.provenance.get("roots", {}).items() if d in used}
+        return {"preset": self.provenance.get("preset"), "roots": roots,
+                "synthetic": bool(roots) and all(r.startswith("results/synth") for r in roots.values())
+                if roots else self.provenance.get("synthetic", False)}
+
+    def runs_payload(self) -> dict:
+        """hash -> name, tables, upstream: read by the tracker to tag runs with their table memberships."""
+        return {h: {"name": r.name, "tables": r.tables, "cells": len(r.cells), "upstream": r.upstream}
+                for h, r in sorted(self.runs.items())}
+
+
+# ----------------------------------------------------------------------------------------------------------
+def load_tables(path: str | Path | None = None) -> dict:
+    p = Path(path) if path else project_root() / TABLES_RELPATH
+    if not p.is_file():
+        raise ConfigError(f"{p}: table declarations not found (expected workflow/tables.yaml)")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+
+
+def _merge_spec(*specs: dict | None) -> dict:
+    out: dict = {}
+    for s in specs:
+        for k, v in (s or {}).items():
+            if k not in SPEC_KEYS:
+                raise ConfigError(f"workflow/tables.yaml: unknown cell key {k!r} (known: {sorted(SPEC_KEYS)})")
+            if k == "set":
+                out["set"] = {**out.get("set", {}), **(v or {})}
+            else:
+                out[k] = copy.deepcopy(v)
+    return out
+
+
+class Planner:
+    """Builds run configs from the resolved params; memoises runs by hash."""
+
+    def __init__(self, params: dict):
+        self.params = params
+        self.runs: dict[str, Run] = {}
+
+    # -- folds -------------------------------------------------------------------------------------------
+    def folds(self, dataset: str, which: str | None) -> list[int | None]:
+        entry = self._dataset_entry(dataset)
+        all_folds = entry.get("folds")
+        if not all_folds:
+            return [None]
+        tables = self.params.get("tables", {}) or {}
+        if which == "main":
+            return list(tables.get("main_folds") or all_folds)
+        if which in (None, "ablation"):
+            return list(tables.get("ablation_folds") or [all_folds[0]])
+        raise ConfigError(f"workflow/tables.yaml: folds must be ablation|main, got {which!r}")
+
+    def _dataset_entry(self, dataset: str) -> dict:
+        ds = self.params.get("data", {}).get("datasets", {})
+        if dataset not in ds:
+            raise ConfigError(f"dataset {dataset!r} is not in params.yaml data.datasets ({sorted(ds)})")
+        return ds[dataset]
+
+    def _method(self, method: str) -> dict:
+        methods = self.params.get("methods", {}) or {}
+        if method not in methods:
+            raise ConfigError(f"method {method!r} is not in params.yaml methods ({sorted(methods)})")
+        return methods[method]
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def run_for(self, spec: dict, fold: int | None) -> str:
+        """Plan the run of one (spec, fold); return its hash."""
+        cfg, upstream = self._build(spec, fold)
+        h = run_hash(cfg)
+        if h not in self.runs:
+            # The method's default run for this dataset/fold, built without planning its upstream runs.
+            default_cfg, _ = self._build({k: spec[k] for k in ("method", "dataset") if k in spec}, fold,
+                                         register=False)
+            cfg["name"] = _run_name(cfg, default_cfg, self.runs)
+            cfg["output_dir"] = f"{RUNS_DIR}/{h}"
+            # Put human keys first so config.yaml reads like the architecture example.
+            cfg = {"name": cfg.pop("name"), **cfg}
+            self.runs[h] = Run(hash=h, config=cfg, upstream=upstream)
+        return h
+
+    def _build(self, spec: dict, fold: int | None, register: bool = True) -> tuple[dict, list[str]]:
+        method_name = spec.get("method")
+        dataset = spec.get("dataset")
+        if not method_name or not dataset:
+            raise ConfigError(f"workflow/tables.yaml: a run cell needs method and dataset, got {spec}")
+        m = self._method(method_name)
+        p = self.params
+        entry = {k: v for k, v in self._dataset_entry(dataset).items() if k != "folds"}
+        data = {k: copy.deepcopy(v) for k, v in p.get("data", {}).items() if k != "datasets"}
+        data = deep_merge(data, entry)
+        data = deep_merge(data, m.get("data") or {})
+        data.setdefault("subset", None)
+        data.setdefault("oversample", False)
+        data["features"] = None
+        cfg: dict[str, Any] = {
+            "task": m.get("task", "dfer"),
+            "method": "s2d" if method_name == "sfer" else method_name,
+            "dataset": dataset,
+            "fold": fold,
+            "eval_datasets": [d for d in (m.get("eval_datasets") or []) if d != dataset],
+            "seed": p.get("seed", 0),
+            "data": data,
+            "model": {"name": m["model"], "kwargs": copy.deepcopy(m.get("kwargs") or {}),
+                      "init": None, "init_format": "dfer"},
+            "landmarks": self._landmarks_default(),
+            "train": deep_merge(p.get("train", {}) or {}, m.get("train") or {}),
+            "evaluate": copy.deepcopy(p.get("evaluate", {}) or {}),
+        }
+        for key, value in (spec.get("set") or {}).items():
+            set_path(cfg, key.split("."), copy.deepcopy(value))
+        upstream: list[str] = []
+        init = spec["init"] if "init" in spec else m.get("init")
+        cfg["model"]["init"], cfg["model"]["init_format"] = self._resolve_init(init, upstream, register)
+        # Landmarks only matter to models that fuse them; leave them out of the others' hashes.
+        uses = m.get("uses_landmarks", True) and cfg["model"]["kwargs"].get("fusion", "none") != "none"
+        if not uses:
+            cfg["landmarks"] = None
+        else:
+            lm = cfg["landmarks"]
+            if not lm.get("weights"):
+                lm["weights"] = self._landmark_weights(lm["backbone"])
+            if (p.get("model", {}) or {}).get("cache_features", True):
+                data["features"] = f"results/features/{dataset}/{lm['backbone']}"
+        if dataset == "MAFW" and needs_alignment(p, "MAFW"):
+            data["frames"] = "results/align/MAFW"
+        return cfg, upstream
+
+    def _landmarks_default(self) -> dict:
+        lm = self.params.get("landmarks", {}) or {}
+        backbone = lm.get("backbone", "MobileFaceNet")
+        return {"backbone": backbone, "weights": None}
+
+    def _landmark_weights(self, backbone: str) -> str:
+        return landmark_weights(self.params, backbone)
+
+    def _resolve_init(self, init: Any, upstream: list[str], register: bool = True) -> tuple[str | None, str]:
+        if init in (None, "none"):
+            return None, "dfer"
+        if isinstance(init, str):
+            inits = (self.params.get("model", {}) or {}).get("inits", {}) or {}
+            if init not in inits:
+                raise ConfigError(f"init {init!r} is not in params.yaml model.inits ({sorted(inits)})")
+            init = inits[init]
+        if not isinstance(init, dict):
+            raise ConfigError(f"an init is a name, null, {{path, format}} or {{run: SPEC}}; got {init!r}")
+        if init.get("run"):
+            run_spec = _merge_spec(init["run"])
+            ds = run_spec.get("dataset")
+            folds = self.folds(ds, run_spec.get("folds")) if ds else [None]
+            h = self.run_for(run_spec, folds[0]) if register else run_hash(self._build(run_spec, folds[0], False)[0])
+            upstream.append(h)
+            return f"{RUNS_DIR}/{h}/model.pt", "dfer"
+        return init.get("path"), init.get("format", "dfer")
+
+
+def run_hash(cfg: dict) -> str:
+    """The run's identity: the hash of everything but its name and output folder."""
+    return config_hash({k: v for k, v in cfg.items() if k not in UNHASHED_KEYS})
+
+
+def landmark_weights(params: dict, backbone: str) -> str:
+    """Configured weights of a landmark backbone, else the landmark stage's own training output."""
+    w = (params.get("landmarks", {}) or {}).get("weights")
+    if isinstance(w, dict):
+        w = w.get(backbone)
+    return w or f"results/landmarks/{backbone}/model.pt"
+
+
+def needs_alignment(params: dict, dataset: str) -> bool:
+    """A dataset given as raw videos without a frames folder is aligned by the workflow (MAFW)."""
+    entry = params.get("data", {}).get("datasets", {}).get(dataset, {})
+    return not entry.get("frames") and bool(entry.get("videos"))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:
+    """Readable name from content: method/dataset[/foldK] plus what differs from the method's default."""
+    method = cfg["model"]["name"].split("_")[0] if cfg["task"] == "sfer" else cfg["method"]
+    parts = [method, cfg["dataset"]] + ([f"fold{cfg['fold']}"] if cfg.get("fold") else [])
+    a, b = _flatten(cfg), _flatten(default_cfg)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if (k in UNHASHED_KEYS or a.get(k) == b.get(k) or k == "data.features" or k.startswith("landmarks.weights")
+                or (k.startswith("landmarks") and cfg.get("landmarks") is None)):
+            continue
+        v = a.get(k)
+        if k == "model.init" and isinstance(v, str) and v.startswith(RUNS_DIR):
+            up = runs.get(v.split("/")[2])
+            v = f"[{up.name}]" if up else v
+        if k.startswith("data.subset.") and k != "data.subset.fraction":
+            continue
+        diffs.append(f"{k.split('.')[-1]}={v}")
+    return "/".join(parts) + (f"+{','.join(diffs)}" if diffs else "")
+
+
+def _cell_dataset(spec: dict) -> str | None:
+    return spec.get("eval_on") or spec.get("dataset")
+
+
+def build_plan(params: dict, tables: dict) -> Plan:
+    """Resolve every table and figure cell to runs."""
+    planner = Planner(params)
+    cells: dict[str, list[Cell]] = {}
+    titles: dict[str, str] = {}
+    kinds: dict[str, str] = {}
+    for tid, table in (tables.get("tables") or {}).items():
+        titles[tid] = table.get("title", tid)
+        blocks = table.get("blocks") or [{"label": "", "columns": table.get("columns"), "rows": table.get("rows")}]
+        out: list[Cell] = []
+        for block in blocks:
+            defaults = _merge_spec(table.get("defaults"), block.get("defaults"))
+            cols = block.get("columns") or []
+            for row in block.get("rows") or []:
+                paper = row.get("paper") or [None] * len(cols)
+                if len(paper) != len(cols):
+                    raise ConfigError(f"workflow/tables.yaml: {tid} row {row['label']!r} has {len(paper)} paper "
+                                      f"numbers for {len(cols)} columns")
+                for col, reported in zip(cols, paper):
+                    spec = _merge_spec(defaults, col.get("spec"), row.get("spec")) if "spec" in row else {}
+                    out.append(_plan_cell(planner, tid, block.get("label", ""), row, col, spec, reported))
+        cells[tid] = out
+    for fid, fig in (tables.get("figures") or {}).items():
+        titles[fid] = fig.get("title", fid)
+        kinds[fid] = fig.get("kind")
+        out = []
+        panels = fig.get("panels") or [None]
+        for panel in panels:
+            for series in fig.get("series") or []:
+                spec = _merge_spec(fig.get("defaults"), {"dataset": panel} if panel else {}, series.get("spec"))
+                spec.setdefault("metric", "uar")
+                out.append(_plan_cell(planner, fid, panel or "", series, {"label": series["label"]}, spec, None))
+        cells[fid] = out
+    for tid, tcells in cells.items():
+        for c in tcells:
+            for h in c.runs:
+                run = planner.runs[h]
+                run.cells.append((tid, c.block, c.row, c.column))
+                if tid not in run.tables:
+                    run.tables.append(tid)
+    roots = {d: e.get("root", "") for d, e in params.get("data", {}).get("datasets", {}).items()}
+    prov = {"preset": params.get("preset"), "roots": roots,
+            "synthetic": all(r.startswith("results/synth") for r in roots.values())}
+    spread = (params.get("tables", {}) or {}).get("spread", "std")
+    return Plan(runs=planner.runs, cells=cells, titles=titles, provenance=prov, spread=spread, kinds=kinds)
+
+
+def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spec: dict,
+               reported: float | None) -> Cell:
+    cell = Cell(table=tid, block=block, row=row["label"], column=col["label"], metric=None, dataset=None,
+                runs=[], paper=reported)
+    if not spec:
+        return cell  # a method we only cite
+    cell.metric = spec.get("metric", "war")
+    if cell.metric in NON_RUN_METRICS:
+        backbone = (spec.get("set") or {}).get("landmarks.backbone") or planner._landmarks_default()["backbone"]
+        cell.backbone = backbone
+        return cell
+    cell.dataset = _cell_dataset(spec)
+    folds = planner.folds(spec["dataset"], spec.get("folds"))
+    cell.runs = [planner.run_for(spec, f) for f in folds]
+    return cell
+
+
+def plan_from_files(params_path: str | None = None, tables_path: str | None = None,
+                    overrides: list[str] | None = None) -> Plan:
+    return build_plan(load_params(params_path, overrides), load_tables(tables_path))
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write JSON atomically (a failed job never leaves a half-written file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(p)
+
+
+def write_run_config(run: Run, path: str | Path | None = None) -> Path:
+    p = Path(path or f"{run.output_dir}/config.yaml")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(f"# planned by `dfer plan`; config_hash {run.hash}; serves {', '.join(run.tables)}\n"
+                   + yaml.safe_dump(run.config, sort_keys=False))
+    tmp.replace(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dfer plan", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml)")
+    ap.add_argument("--tables", default=None, help="table declarations (default: workflow/tables.yaml)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides, e.g. preset=paper")
+    ap.add_argument("--table", action="append", default=None, help="only the runs of this table (repeatable)")
+    ap.add_argument("--write-configs", action="store_true", help="write results/runs/<hash>/config.yaml files")
+    ap.add_argument("--json", default=None, metavar="PATH", help="write hash -> {name, tables, cells} as JSON")
+    args = ap.parse_args(argv)
+    plan = plan_from_files(args.params, args.tables, args.set)
+    wanted = args.table or [t for t in plan.cells if t.startswith("table_")]
+    unknown = [t for t in wanted if t not in plan.cells]
+    if unknown:
+        raise ConfigError(f"unknown table(s) {unknown}; declared: {sorted(plan.cells)}")
+    hashes = plan.closure([h for t in wanted for h in plan.table_runs(t)])
+    n_cells = sum(1 for t in wanted for c in plan.cells[t] if c.runs)
+    n_refs = sum(len(c.runs) for t in wanted for c in plan.cells[t])
+    width = max((len(plan.runs[h].name) for h in hashes), default=10)
+    print(f"{'hash':<12}  {'cells':>5}  {'name':<{width}}  tables")
+    for h in sorted(hashes, key=lambda h: plan.runs[h].name):
+        r = plan.runs[h]
+        tabs = ",".join(t.replace("table_", "") for t in r.tables if t in wanted) or "-(init)"
+        print(f"{h:<12}  {len(r.cells):>5}  {r.name:<{width}}  {tabs}")
+    print(f"\n{len(hashes)} unique runs serve {n_cells} cells ({n_refs} cell-fold references) "
+          f"of {len(wanted)} tables", file=sys.stderr)
+    if args.write_configs:
+        for h in hashes:
+            write_run_config(plan.runs[h])
+    if args.json:
+        write_json(args.json, {h: v for h, v in plan.runs_payload().items() if h in hashes})
+    return 0

@@ -1,0 +1,295 @@
+"""Render one paper table from run results: our number beside the paper's and the difference.
+
+Input: the table's plan (``results/plan/<table>.json``, written by the workflow from workflow/tables.yaml)
+and the runs' ``eval.json`` files; Table III also reads ``results/landmarks/<backbone>/report.json``.
+Output: ``results/tables/<table>.{md,csv,tex}``. Multi-fold cells show the fold mean and its spread
+(std over folds, or min-max); the header says which data produced the numbers (synthetic or real).
+
+eval.json as read here (percent or fraction; fractions are scaled to percent):
+``{"uar": .., "war": .., "per_class": {class name: acc} | [acc in labels.CLASSES order],
+   "cross": {DATASET: {"uar", "war", "per_class"}}}`` (cross-dataset SFER tests, Table I).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from dfer.config import ConfigError
+
+METRIC_LABEL = {"uar": "UAR", "war": "WAR", "acc": "Acc", "ion": "ION", "params_m": "Params (M)"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading results
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); re-run the job that writes it") from exc
+
+
+def _get(d: dict, *keys: str) -> Any:
+    for k in keys:
+        if k in d:
+            return d[k]
+    return None
+
+
+def _scale(ev: dict) -> float:
+    """eval.json in fractions ([0,1]) or percent: decide once per file from its WAR/UAR."""
+    ref = [v for v in (_get(ev, "war", "WAR", "acc", "accuracy"), _get(ev, "uar", "UAR")) if v is not None]
+    return 100.0 if ref and max(ref) <= 1.0 else 1.0
+
+
+def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | None) -> float | None:
+    """One metric (percent) of an eval.json; ``dataset`` other than the run's own reads ``cross``."""
+    block = ev
+    if dataset and run_dataset and dataset != run_dataset:
+        cross = _get(ev, "cross", "eval_datasets", "datasets") or {}
+        if dataset not in cross:
+            return None
+        block = cross[dataset]
+    scale = _scale(block)
+    if metric in ("war", "acc"):
+        v = _get(block, "war", "WAR", "acc", "accuracy")
+    elif metric == "uar":
+        v = _get(block, "uar", "UAR")
+    elif metric.startswith("class:"):
+        name = metric.split(":", 1)[1]
+        pc = _get(block, "per_class", "per_class_acc", "class_acc")
+        if isinstance(pc, list):
+            from dfer.data.labels import CLASSES
+
+            classes = CLASSES[dataset or run_dataset]
+            v = pc[classes.index(name)] if name in classes and len(pc) == len(classes) else None
+        elif isinstance(pc, dict):
+            v = pc.get(name)
+            if v is None:  # tolerate case differences ("happy" vs "Happy")
+                v = {k.lower(): x for k, x in pc.items()}.get(name.lower())
+        else:
+            v = None
+    else:
+        raise ConfigError(f"unknown metric {metric!r} (uar | war | acc | class:<name> | ion | params_m)")
+    return None if v is None else float(v) * scale
+
+
+def landmark_value(root: Path, backbone: str, metric: str) -> float | None:
+    """ION (%) or parameter count (M) from the landmark stage's report.json."""
+    path = root / "results" / "landmarks" / backbone / "report.json"
+    if not path.is_file():
+        return None
+    rep = _read_json(path)
+    if metric == "ion":
+        if "ion_percent" in rep:
+            return float(rep["ion_percent"])
+        v = _get(rep, "ion", "ION", "nme_ion")
+        return None if v is None else float(v) * (100.0 if float(v) <= 1.0 else 1.0)
+    v = _get(rep, "params_m", "params", "num_params")
+    if v is None:
+        return None
+    v = float(v)
+    return v / 1e6 if v > 1e4 else v
+
+
+def aggregate(values: list[float], spread: str = "std") -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    if spread == "minmax":
+        return mean, (max(values) - min(values)) / 2
+    return mean, statistics.stdev(values)
+
+
+# ---------------------------------------------------------------------------------------------------------
+def collect(payload: dict, root: Path, spread: str = "std") -> list[dict]:
+    """One record per cell: ours (mean, spread, n), paper, diff."""
+    records = []
+    runs = payload["runs"]
+    for c in payload["cells"]:
+        values: list[float] = []
+        missing: list[str] = []
+        if c["metric"] in ("ion", "params_m"):
+            v = landmark_value(root, c["backbone"], c["metric"])
+            values = [] if v is None else [v]
+        else:
+            for h in c["runs"]:
+                path = root / runs[h]["output_dir"] / "eval.json"
+                if not path.is_file():
+                    missing.append(str(path))
+                    continue
+                run_dataset = runs[h].get("dataset") or c["dataset"]
+                v = metric_value(_read_json(path), c["metric"], c["dataset"], run_dataset)
+                if v is not None:
+                    values.append(v)
+        mean, sp = aggregate(values, spread)
+        paper = c.get("paper")
+        records.append({
+            "block": c["block"], "row": c["row"], "column": c["column"], "metric": c["metric"] or "",
+            "dataset": c["dataset"] or "", "ours": mean, "spread": sp, "n_folds": len(values),
+            "paper": paper, "diff": None if mean is None or paper is None else mean - paper,
+            "runs": " ".join(c["runs"]), "missing": missing, "cited_only": c["metric"] is None,
+        })
+    return records
+
+
+def _f(v: float | None, nd: int = 2, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}"
+
+
+def _ours(r: dict, pm: str = "±") -> str:
+    if r["cited_only"]:
+        return ""
+    if r["ours"] is None:
+        return "missing" if r["missing"] else "n/a"
+    return _f(r["ours"]) + (f" {pm} {_f(r['spread'])}" if r["spread"] is not None else "")
+
+
+def _grid(records: list[dict]) -> list[tuple[str, list[str], list[str], dict]]:
+    """(block, row labels, column labels, {(row, col): record}) in declaration order."""
+    blocks: dict[str, tuple[list[str], list[str], dict]] = {}
+    for r in records:
+        rows, cols, cells = blocks.setdefault(r["block"], ([], [], {}))
+        if r["row"] not in rows:
+            rows.append(r["row"])
+        if r["column"] not in cols:
+            cols.append(r["column"])
+        cells[(r["row"], r["column"])] = r
+    return [(b, rows, cols, cells) for b, (rows, cols, cells) in blocks.items()]
+
+
+def provenance(payload: dict) -> str:
+    prov = payload.get("provenance") or {}
+    kind = "synthetic" if prov.get("synthetic") else "real"
+    roots = ", ".join(f"{d}={r}" for d, r in sorted((prov.get("roots") or {}).items()))
+    return (f"Data: **{kind}** (preset `{prov.get('preset', '?')}`; {roots or 'roots unknown'}). "
+            + ("Synthetic numbers test the pipeline; they are not comparable with the paper's."
+               if kind == "synthetic" else "Real datasets."))
+
+
+def render_markdown(payload: dict, records: list[dict], spread: str) -> str:
+    out = [f"# {payload['title']}", "", f"> {provenance(payload)}",
+           f"> ours = our result ({'mean ± std' if spread == 'std' else 'mean ± half range'} over folds where "
+           "a cell has several), paper = reported, Δ = ours − paper.", ""]
+    for block, rows, cols, cells in _grid(records):
+        if block:
+            out += [f"## {block}", ""]
+        head = ["Method"] + [f"{c} {k}" for c in cols for k in ("ours", "paper", "Δ")]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for row in rows:
+            line = [row]
+            for col in cols:
+                r = cells.get((row, col))
+                line += ["", "-", ""] if r is None else [_ours(r), _f(r["paper"]), _f(r["diff"], signed=True)]
+            out.append("| " + " | ".join(line) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def render_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    fields = ["block", "row", "column", "metric", "dataset", "ours", "spread", "n_folds", "paper", "diff", "runs"]
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: ("" if r[k] is None else (round(r[k], 4) if isinstance(r[k], float) else r[k]))
+                    for k in fields})
+    return buf.getvalue()
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("†", r"$\dagger$"), ("‡", r"$\ddagger$"), ("Δ", r"$\Delta$"), ("−", "-")):
+        s = s.replace(a, b)
+    return s
+
+
+def render_latex(payload: dict, records: list[dict]) -> str:
+    out = [f"% {payload['title']}", f"% {provenance(payload).replace('**', '')}"]
+    for block, rows, cols, cells in _grid(records):
+        out.append(r"\begin{tabular}{l" + "rrr" * len(cols) + "}")
+        out.append(r"\toprule")
+        if block:
+            out.append(r"\multicolumn{%d}{l}{%s} \\" % (1 + 3 * len(cols), _tex(block)))
+        out.append(" & ".join(["Method"] + [r"\multicolumn{3}{c}{%s}" % _tex(c) for c in cols]) + r" \\")
+        out.append(" & ".join([""] + ["ours & paper & $\\Delta$"] * len(cols)) + r" \\")
+        out.append(r"\midrule")
+        for row in rows:
+            line = [_tex(row)]
+            for col in cols:
+                r = cells.get((row, col))
+                line += ["", "-", ""] if r is None else [
+                    _tex(_ours(r)), _f(r["paper"]), _f(r["diff"], signed=True)]
+            out.append(" & ".join(line) + r" \\")
+        out.append(r"\bottomrule")
+        out.append(r"\end{tabular}")
+    return "\n".join(out) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def render_table(payload: dict, out_dir: str | Path, root: str | Path = ".", spread: str = "std") -> list[Path]:
+    """Write <table>.md/.csv/.tex; return their paths."""
+    root, out_dir = Path(root), Path(out_dir)
+    records = collect(payload, root, spread)
+    missing = sorted({m for r in records for m in r["missing"]})
+    if missing:
+        print(f"dfer table: warning: {len(missing)} eval.json missing (cells shown as 'missing'), e.g. "
+              f"{missing[0]}; run `snakemake {payload['table']}` to produce them", file=sys.stderr)
+    tid = payload["table"]
+    paths = [out_dir / f"{tid}.md", out_dir / f"{tid}.csv", out_dir / f"{tid}.tex"]
+    _atomic_write(paths[0], render_markdown(payload, records, spread))
+    _atomic_write(paths[1], render_csv(records))
+    _atomic_write(paths[2], render_latex(payload, records))
+    return paths
+
+
+def payload_from_params(table: str, params_path: str | None = None, overrides: list[str] | None = None) -> dict:
+    from dfer.workflow.plan import plan_from_files
+
+    plan = plan_from_files(params_path, None, overrides)
+    if table not in plan.cells:
+        raise ConfigError(f"unknown table {table!r}; declared in workflow/tables.yaml: "
+                          f"{sorted(t for t in plan.cells if t.startswith('table_'))}")
+    return plan.table_payload(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dfer table", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("table", help="table id, e.g. table_3")
+    ap.add_argument("--plan", default=None, help="the table's plan JSON (default: plan from params.yaml now)")
+    ap.add_argument("--params", default=None, help="params file when no --plan is given")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides (no --plan)")
+    ap.add_argument("--out", default="results/tables", help="output folder (default: results/tables)")
+    ap.add_argument("--root", default=".", help="project root the run folders are relative to")
+    ap.add_argument("--spread", choices=["std", "minmax"], default=None, help="fold spread (default: params)")
+    args = ap.parse_args(argv)
+    if args.plan:
+        p = Path(args.plan)
+        if not p.is_file():
+            raise ConfigError(f"{p}: table plan not found; run `snakemake {args.table}` (it writes the plan)")
+        payload = _read_json(p)
+    else:
+        payload = payload_from_params(args.table, args.params, args.set)
+    spread = args.spread or payload.get("spread", "std")
+    for path in render_table(payload, args.out, args.root, spread):
+        print(path)
+    return 0

@@ -1,0 +1,397 @@
+"""MLflow tracking for training and evaluation jobs; a tracking outage never kills a job.
+
+The engine calls::
+
+    with Tracker.from_config(run_cfg, stage="train") as tr:   # stage: train | evaluate
+        tr.log_params()                                       # resolved run config, flattened
+        tr.log_epoch({"loss": .., "uar": ..}, epoch)
+        tr.log_eval(eval_json_path_or_dict, confusion_png)    # final UAR/WAR/per-class + artifacts
+
+One MLflow run per planned run (its config hash), found again by the tag ``dfer.config_hash`` so the
+evaluation job (and a requeued training job) log into the same run. It is the child of its first table's
+parent run (``results/mlflow/parents.json``, created once up front by the workflow's ``mlflow_init`` rule);
+all the tables it serves are tags (a shared run serves several). Tags: git commit, config hash, DVC hash of
+the data, SLURM job id. Tracking URI: ``MLFLOW_TRACKING_URI``, else params.yaml ``mlflow.tracking_uri``,
+else ``sqlite:///results/mlflow/mlflow.db``. Every MLflow call retries on ``database is locked`` and, if it
+still fails, warns once and turns the tracker into a no-op.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+DEFAULT_URI = "sqlite:///results/mlflow/mlflow.db"
+DEFAULT_ARTIFACTS = "results/mlflow/artifacts"
+DEFAULT_EXPERIMENT = "dfer"
+PARENTS_PATH = "results/mlflow/parents.json"
+RUNS_INDEX_PATH = "results/plan/runs.json"
+HASH_TAG = "dfer.config_hash"
+
+
+class TrackingWarning(UserWarning):
+    """MLflow was unreachable or failed; the job went on without tracking."""
+
+
+def _root() -> Path:
+    try:
+        from dfer.config import project_root
+
+        return project_root()
+    except Exception:
+        return Path.cwd()
+
+
+def settings(mlflow_cfg: dict | None = None, root: Path | None = None) -> dict:
+    """Resolved tracking settings: env wins, then the given/params.yaml `mlflow:` section, then defaults."""
+    root = root or _root()
+    cfg = dict(mlflow_cfg or {})
+    if not cfg:
+        try:
+            from dfer.config import load_params
+
+            cfg = dict(load_params().get("mlflow") or {})
+        except Exception:
+            cfg = {}
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.get("tracking_uri") or DEFAULT_URI
+    artifacts = cfg.get("artifact_location") or DEFAULT_ARTIFACTS
+    return {"tracking_uri": absolute_uri(uri, root),
+            "artifact_location": str((root / artifacts).resolve()) if not Path(artifacts).is_absolute()
+            else artifacts,
+            "experiment": os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.get("experiment") or DEFAULT_EXPERIMENT}
+
+
+def absolute_uri(uri: str, root: Path) -> str:
+    """``sqlite:///relative.db`` is relative to the CWD; pin it to the project root (jobs run anywhere)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rel = uri[len("sqlite:///"):]
+        path = (root / rel).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return uri
+
+
+def _reachable(uri: str, timeout: float = 2.0) -> bool:
+    """Fail fast on a dead HTTP server (MLflow's own retries would stall a job for minutes)."""
+    u = urlparse(uri)
+    if u.scheme not in ("http", "https"):
+        return True
+    try:
+        with socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _retry(fn: Callable[[], Any], attempts: int = 6) -> Any:
+    """SQLite under concurrent jobs: retry `database is locked` with jittered backoff."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - MLflow wraps sqlite errors in several types
+            if "locked" not in str(exc).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.2 * 2 ** i + random.random() * 0.2)
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def dvc_hash(data_root: str | None, root: Path) -> str | None:
+    """md5 of the data as DVC recorded it (``<root>.dvc`` or dvc.lock); None when DVC does not track it."""
+    if not data_root:
+        return None
+    import yaml
+
+    dvc_file = root / f"{data_root.rstrip('/')}.dvc"
+    try:
+        if dvc_file.is_file():
+            outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+            if outs and outs[0].get("md5"):
+                return str(outs[0]["md5"])
+        lock = root / "dvc.lock"
+        if lock.is_file():
+            for stage in ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).values():
+                for o in stage.get("outs") or []:
+                    if o.get("path", "").rstrip("/") == data_root.rstrip("/") and o.get("md5"):
+                        return str(o["md5"])
+    except Exception:
+        return None
+    return None
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(d, dict):
+        out: dict[str, str] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    s = json.dumps(d) if not isinstance(d, str) else d
+    return {prefix[:-1]: s[:6000]}
+
+
+class Tracker:
+    """One MLflow run; every method is a no-op (after one warning) once tracking has failed."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
+                 config: dict | None = None, parent_run_id: str | None = None, config_hash: str | None = None,
+                 artifact_location: str | None = None):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.run_name = run_name
+        self.tags = {k: str(v) for k, v in tags.items() if v is not None}
+        self.config = config
+        self.parent_run_id = parent_run_id
+        self.config_hash = config_hash
+        self.artifact_location = artifact_location
+        self.client = None
+        self.run_id: str | None = None
+        self.enabled = True
+        self._status = "FINISHED"
+
+    # -- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, run_cfg: dict, stage: str = "train", mlflow_cfg: dict | None = None,
+                    root: str | Path | None = None) -> "Tracker":
+        from dfer.workflow.plan import run_hash
+
+        root = Path(root) if root else _root()
+        h = run_hash(run_cfg)
+        st = settings(mlflow_cfg, root)
+        parents = _read(root / PARENTS_PATH).get("parents", {})
+        index = _read(root / RUNS_INDEX_PATH).get(h, {})
+        tables = index.get("tables", [])
+        parent = next((parents[t] for t in tables if t in parents), None)
+        tags = {
+            HASH_TAG: h, "dfer.stage": stage, "dfer.tables": ",".join(tables) or "none",
+            "dfer.task": run_cfg.get("task"), "dfer.method": run_cfg.get("method"),
+            "dfer.dataset": run_cfg.get("dataset"), "dfer.fold": run_cfg.get("fold"),
+            "dfer.model": (run_cfg.get("model") or {}).get("name"),
+            "mlflow.source.git.commit": git_commit(root),
+            "dvc.data.md5": dvc_hash((run_cfg.get("data") or {}).get("root"), root) or "untracked",
+            "slurm.job_id": os.environ.get("SLURM_JOB_ID"),
+            "dfer.output_dir": run_cfg.get("output_dir"),
+        }
+        return cls(st["tracking_uri"], st["experiment"], run_cfg.get("name") or h, tags, config=run_cfg,
+                   parent_run_id=parent, config_hash=h, artifact_location=st["artifact_location"])
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+    def _safe(self, what: str, fn: Callable[[], Any]) -> Any:
+        if not self.enabled:
+            return None
+        try:
+            return _retry(fn)
+        except Exception as exc:  # noqa: BLE001 - an outage must not kill training
+            self.enabled = False
+            warnings.warn(f"MLflow tracking disabled ({what} failed against {self.tracking_uri}: "
+                          f"{type(exc).__name__}: {str(exc)[:300]}); the job continues without tracking",
+                          TrackingWarning, stacklevel=3)
+            return None
+
+    def start(self) -> "Tracker":
+        if not _reachable(self.tracking_uri):
+            self.enabled = False
+            warnings.warn(f"MLflow tracking server {self.tracking_uri} is unreachable; the job continues "
+                          "without tracking", TrackingWarning, stacklevel=2)
+            return self
+
+        def _start():
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            exp_id = ensure_experiment(self.client, self.experiment, self.artifact_location)
+            existing = None
+            if self.config_hash:
+                found = self.client.search_runs([exp_id], f"tags.`{HASH_TAG}` = '{self.config_hash}'",
+                                                max_results=1, order_by=["attributes.start_time DESC"])
+                existing = found[0] if found else None
+            if existing is not None:
+                self.run_id = existing.info.run_id
+                self.client.update_run(self.run_id, status="RUNNING")
+            else:
+                tags = dict(self.tags)
+                if self.parent_run_id:
+                    tags["mlflow.parentRunId"] = self.parent_run_id
+                self.run_id = self.client.create_run(exp_id, run_name=self.run_name, tags=tags).info.run_id
+            for k, v in self.tags.items():  # the stage / SLURM id of this job
+                self.client.set_tag(self.run_id, k, v)
+        self._safe("start run", _start)
+        return self
+
+    def __enter__(self) -> "Tracker":
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.end("FAILED" if exc_type else self._status)
+        return False
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id:
+            self._safe("end run", lambda: self.client.set_terminated(self.run_id, status=status))
+
+    # -- logging -----------------------------------------------------------------------------------------
+    def log_params(self, params: dict | None = None) -> None:
+        """Flattened resolved run config (or the given dict) as MLflow params; config.yaml as artifact."""
+        cfg = params if params is not None else self.config or {}
+        if not self.run_id:
+            return
+
+        def _log():
+            from mlflow.entities import Param
+
+            existing = self.client.get_run(self.run_id).data.params
+            items = [Param(k, v) for k, v in _flatten(cfg).items() if k not in existing]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_dict(self.run_id, cfg, "config.yaml")
+        self._safe("log params", _log)
+
+    def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
+        if not self.run_id:
+            return
+
+        def _log():
+            from mlflow.entities import Metric
+
+            ts = int(time.time() * 1000)
+            ms = [Metric(k, float(v), ts, int(epoch)) for k, v in metrics.items() if _is_number(v)]
+            self.client.log_batch(self.run_id, metrics=ms)
+        self._safe("log epoch metrics", _log)
+
+    def log_eval(self, eval_json: str | Path | dict, confusion_png: str | Path | None = None) -> None:
+        """Final UAR, WAR and per-class accuracy as metrics; eval.json and the confusion plot as artifacts."""
+        if not self.run_id:
+            return
+        ev = eval_json if isinstance(eval_json, dict) else json.loads(Path(eval_json).read_text())
+
+        def _log():
+            from mlflow.entities import Metric
+
+            ts = int(time.time() * 1000)
+            flat: dict[str, float] = {}
+            for k in ("uar", "war", "UAR", "WAR", "acc", "loss"):
+                if _is_number(ev.get(k)):
+                    flat[f"test_{k.lower()}"] = float(ev[k])
+            pc = ev.get("per_class")
+            if isinstance(pc, dict):
+                flat.update({f"test_acc_{_key(n)}": float(v) for n, v in pc.items() if _is_number(v)})
+            elif isinstance(pc, list):
+                flat.update({f"test_acc_class{i}": float(v) for i, v in enumerate(pc) if _is_number(v)})
+            for ds, sub in (ev.get("cross") or {}).items():
+                for k in ("uar", "war", "acc"):
+                    if isinstance(sub, dict) and _is_number(sub.get(k)):
+                        flat[f"cross_{_key(ds)}_{k}"] = float(sub[k])
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, 0) for k, v in flat.items()])
+            if isinstance(eval_json, (str, Path)):
+                self.client.log_artifact(self.run_id, str(eval_json))
+            else:
+                self.client.log_dict(self.run_id, ev, "eval.json")
+            if confusion_png and Path(confusion_png).is_file():
+                self.client.log_artifact(self.run_id, str(confusion_png))
+        self._safe("log evaluation", _log)
+
+    def log_artifact(self, path: str | Path) -> None:
+        if self.run_id:
+            self._safe("log artifact", lambda: self.client.log_artifact(self.run_id, str(path)))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.run_id:
+            self._safe("set tags", lambda: [self.client.set_tag(self.run_id, k, str(v)) for k, v in tags.items()])
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _key(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in str(name))
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        loc = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location \
+            else artifact_location
+        return client.create_experiment(name, artifact_location=loc)
+    except Exception:  # another job created it meanwhile
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def init_tracking(tables: dict[str, str], out: str | Path, mlflow_cfg: dict | None = None,
+                  root: str | Path | None = None) -> dict:
+    """Create the store, the experiment and one parent run per table (reused if they exist); write
+    ``parents.json`` {tracking_uri, experiment, parents: {table: run_id}}. Tolerates an outage."""
+    root = Path(root) if root else _root()
+    st = settings(mlflow_cfg, root)
+    payload = {**st, "parents": {}}
+    tr = Tracker(st["tracking_uri"], st["experiment"], "init", {})
+
+    def _init():
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=st["tracking_uri"])
+        exp_id = ensure_experiment(client, st["experiment"], st["artifact_location"])
+        for tid, title in tables.items():
+            found = client.search_runs([exp_id], f"tags.`dfer.parent` = '{tid}'", max_results=1)
+            if found:
+                payload["parents"][tid] = found[0].info.run_id
+                continue
+            run = client.create_run(exp_id, run_name=tid, tags={"dfer.parent": tid, "dfer.title": title,
+                                                              "mlflow.source.git.commit": git_commit(root)})
+            client.set_terminated(run.info.run_id)
+            payload["parents"][tid] = run.info.run_id
+    if _reachable(st["tracking_uri"]):
+        tr._safe("create parent runs", _init)
+    else:
+        warnings.warn(f"MLflow tracking server {st['tracking_uri']} is unreachable; no parent runs",
+                      TrackingWarning, stacklevel=2)
+    from dfer.workflow.plan import write_json
+
+    write_json(out, payload)
+    return payload
+
+
+def log_table(table: str, records_csv: str | Path, md_path: str | Path | None = None,
+              root: str | Path | None = None) -> None:
+    """Attach a rendered table to its parent run (best effort)."""
+    root = Path(root) if root else _root()
+    parents = _read(root / PARENTS_PATH)
+    run_id = (parents.get("parents") or {}).get(table)
+    if not run_id:
+        return
+    tr = Tracker(parents.get("tracking_uri") or settings(root=root)["tracking_uri"], "", table, {})
+    if not _reachable(tr.tracking_uri):
+        return
+
+    def _log():
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tr.tracking_uri)
+        for p in (records_csv, md_path):
+            if p and Path(p).is_file():
+                client.log_artifact(run_id, str(p))
+    tr._safe("log table", _log)

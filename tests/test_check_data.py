@@ -1,0 +1,100 @@
+"""`dfer check-data` reports every bad item and line of a dataset at once."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dfer.data import video
+from dfer.data.check import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dfew_layout(root: Path, n=4):
+    for i in range(1, n + 1):
+        folder = root / "Clip/clip_224x224_16f" / f"{i:05d}"
+        folder.mkdir(parents=True)
+        for f in range(1, 5):
+            cv2.imwrite(str(folder / f"{f}.jpg"), np.full((32, 32, 3), 20 * f, np.uint8))
+    for split in ("train", "test"):
+        d = root / f"EmoLabel_DataSplit/{split}(single-labeled)"
+        d.mkdir(parents=True, exist_ok=True)
+        ids = [1, 2] if split == "train" else [3, 4]
+        (d / f"{split}_set_1.csv").write_text("video_name,label\n" + "".join(f"{i:05d},{i % 7}\n" for i in ids))
+
+
+def mafw_layout(root: Path):
+    for i in (1, 2, 3):
+        video.write_video(root / f"data/clips/{i:05d}.mp4", np.full((6, 32, 32, 3), 40 * i, np.uint8))
+    d = root / "anno/single/no_caption/set_1"
+    d.mkdir(parents=True)
+    (d / "train.csv").write_text("video_name,labels\n00001,0\n00002,10\n")
+    (d / "test.csv").write_text("video_name,labels\n00003,4\n")
+
+
+def run(capsys, *args):
+    rc = main(["--params", str(ROOT / "params.yaml"), "--no-progress", *args])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_clean_dataset_passes_with_a_one_line_summary(tmp_path, capsys):
+    dfew_layout(tmp_path / "DFEW")
+    rc, out = run(capsys, "DFEW", "--fold", "1", "--set", f"data.datasets.DFEW.root={tmp_path / 'DFEW'}")
+    assert rc == 0
+    assert out.strip() == "DFEW: ok — 2 split file(s), 4 samples, 4 items checked"
+
+
+def test_corrupt_video_and_malformed_line_are_both_reported(tmp_path, capsys):
+    root = tmp_path / "MAFW"
+    mafw_layout(root)
+    bad_video = root / "data/clips/00002.mp4"
+    bad_video.write_bytes(bad_video.read_bytes()[:300])
+    split = root / "anno/single/no_caption/set_1/train.csv"
+    split.write_text(split.read_text() + "00009;3\n")
+    rc, out = run(capsys, "MAFW", "--fold", "1", "--set", f"data.datasets.MAFW.root={root}",
+                  "data.datasets.MAFW.frames=null")
+    assert rc == 1
+    assert f"{split}:4: malformed line" in out
+    assert f"{bad_video} (listed at {split}:3): corrupt or undecodable video" in out
+    assert "2 problem(s)" in out and out.count("fix:") == 2
+
+
+def test_every_kind_of_problem_in_one_report(tmp_path, capsys):
+    root = tmp_path / "DFEW"
+    dfew_layout(root, n=6)
+    frames = root / "Clip/clip_224x224_16f"
+    for f in (frames / "00002").iterdir():
+        f.unlink()                                             # empty folder
+    (frames / "00003/2.jpg").write_bytes(b"\xff\xd8broken")  # corrupt jpeg
+    train = root / "EmoLabel_DataSplit/train(single-labeled)/train_set_1.csv"
+    train.write_text("video_name,label\n00001,1\n00002,2\n00003,3\n00099,1\n00005,12\n00001,4\n")
+    rc, out = run(capsys, "DFEW", "--fold", "1", "--split", "train", "--set", f"data.datasets.DFEW.root={root}")
+    assert rc == 1
+    expected = [f"{train}:6: unknown label '12'", f"{train}:7: duplicate id '00001'",
+                f"{frames / '00002'} (listed at {train}:3): frame folder is empty",
+                f"{frames / '00003/2.jpg'} (listed at {train}:4): unreadable or corrupt image",
+                f"{frames / '00099'} (listed at {train}:5): frame folder not found"]
+    for line in expected:
+        assert line in out, line
+    assert "5 problem(s)" in out
+
+
+def test_too_few_frames_and_missing_split_file(tmp_path, capsys):
+    root = tmp_path / "DFEW"
+    dfew_layout(root)
+    (root / "EmoLabel_DataSplit/test(single-labeled)/test_set_1.csv").unlink()
+    rc, out = run(capsys, "DFEW", "--fold", "1", "--min-frames", "8", "--set", f"data.datasets.DFEW.root={root}")
+    assert rc == 1
+    assert "test_set_1.csv: split/annotation file not found" in out
+    assert out.count("too few frames: 4 < 8") == 2
+
+
+def test_cli_entry_point_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dfer.cli", "check-data", "DFEW", "--fold", "1",
+                           "--set", f"data.datasets.DFEW.root={tmp_path / 'missing'}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "dataset root of DFEW not found" in proc.stdout and "dfer synth" in proc.stdout

@@ -1,0 +1,201 @@
+"""Sampling rules, view expansion, clip-consistent augmentation, feature cache and params wiring."""
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dfer.config import load_params
+from dfer.data import video
+from dfer.data.adapters import Sample
+from dfer.data.datasets import ImageDataset, VideoClipDataset, balanced_sampler, dataset_from_params
+from dfer.data.errors import DataError
+from dfer.data.sampling import test_views, train_indices
+from dfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+# -------------------------------------------------------------------------------------- sampling
+def test_short_clips_are_linspaced_and_padded_with_the_last_frame():
+    assert train_indices(16, 16).tolist() == list(range(16))
+    assert train_indices(10, 16).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 9, 9, 9, 9]
+    # sampling rate 2: 20 frames <= 32 -> linspace(0, 20, 10) clipped, then padded
+    assert train_indices(20, 16, 2).tolist() == [0, 2, 4, 6, 8, 11, 13, 15, 17, 19] + [19] * 6
+    assert train_indices(1, 16).tolist() == [0] * 16
+
+
+def test_long_clips_get_a_random_window():
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(50):
+        idx = train_indices(100, 16, 1, rng)
+        assert len(idx) == 16 and idx.min() >= 0 and idx.max() <= 99
+        assert np.all(np.diff(idx) >= 0) and idx[-1] - idx[0] <= 15
+        starts.add(int(idx[0]))
+    assert len(starts) > 10
+    idx = train_indices(200, 16, 4, np.random.default_rng(1))
+    assert idx[-1] - idx[0] <= 63 and np.all(np.diff(idx) >= 3)
+
+
+def test_test_views_start_at_zero_and_at_the_end():
+    a, b = test_views(40, 16, 2)
+    assert a.tolist() == list(range(16)) and b.tolist() == list(range(24, 40))
+    a, b = test_views(16, 16, 2)
+    assert a.tolist() == b.tolist() == list(range(16))
+    (c,) = test_views(10, 16, 1)
+    assert c.tolist() == list(range(10)) + [9] * 6
+    v = test_views(100, 16, 3, sampling_rate=2)  # 50 frames every 2nd: starts 0, 17, 34
+    assert [int(x[0]) for x in v] == [0, 34, 68] and v[0][1] == 2
+
+
+# ------------------------------------------------------------------------------------- fixtures
+def gray_clip(n, h=48, w=48):
+    """Frame i has intensity 8*i+20: a decoded frame names its index."""
+    return np.stack([np.full((h, w, 3), 8 * i + 20, np.uint8) for i in range(n)])
+
+
+def frame_ids(video_chw: torch.Tensor) -> list[int]:
+    """Undo ImageNet normalisation of channel 0 and read back frame indices."""
+    red = video_chw[0].mean(dim=(1, 2)) * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    return [int(round((float(v) * 255 - 20) / 8)) for v in red]
+
+
+@pytest.fixture
+def clips(tmp_path):
+    folder = tmp_path / "frames/00001"
+    folder.mkdir(parents=True)
+    for i, f in enumerate(gray_clip(20)):
+        cv2.imwrite(str(folder / f"{i + 1}.png"), f)
+    mp4 = video.write_video(tmp_path / "videos/00002.mp4", gray_clip(30, 64, 64))
+    return [Sample("00001", 3, folder, "frames", "DFEW", "a.csv:2"),
+            Sample("00002", 5, mp4, "video", "DFEW", "a.csv:3")]
+
+
+# -------------------------------------------------------------------------------------- datasets
+def test_test_mode_expands_temporal_times_spatial_views(clips):
+    ds = VideoClipDataset(clips, num_frames=16, input_size=32, mode="test", test_views={"temporal": 2, "spatial": 2})
+    assert len(ds) == 8
+    items = [ds[i] for i in range(len(ds))]
+    assert [(it["index"], it["view"], it["label"]) for it in items] == \
+        [(0, v, 3) for v in range(4)] + [(1, v, 5) for v in range(4)]
+    assert all(it["video"].shape == (3, 16, 32, 32) and it["video"].dtype == torch.float32 for it in items)
+    assert frame_ids(items[0]["video"]) == list(range(16))
+    assert frame_ids(items[2]["video"]) == list(range(4, 20))      # temporal view 1 ends at the last frame
+    assert frame_ids(items[6]["video"])[-1] == 29                  # the video: frames 14..29
+    assert torch.equal(items[0]["video"], items[1]["video"])       # square frames: spatial crops identical
+    assert "lmk" not in items[0]
+
+
+def test_train_mode_one_random_clip_per_sample_with_consistent_augmentation(clips, tmp_path):
+    aug = {"hflip": True, "random_resized_crop": True, "rand_augment": "rand-m7-n4-mstd0.5-inc1",
+           "random_erasing": 0.0, "mixup": 0.8}
+    ds = VideoClipDataset(clips, num_frames=8, input_size=32, mode="train", augment=aug, feature_cache="unused")
+    assert len(ds) == 2 and not ds.uses_feature_cache
+    item = ds[1]
+    assert item["video"].shape == (3, 8, 32, 32) and item["index"] == 1 and "lmk" not in item
+    # A clip of 12 identical textured frames: whatever the random ops, all augmented frames stay identical.
+    folder = tmp_path / "same"
+    folder.mkdir()
+    texture = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    for i in range(12):
+        cv2.imwrite(str(folder / f"{i}.png"), texture)
+    same = VideoClipDataset([Sample("same", 0, folder, "frames", "DFEW", "a:1")], num_frames=8, input_size=32,
+                            augment=aug)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        v = same[0]["video"]
+        assert torch.equal(v, v[:, :1].expand_as(v)), seed
+
+
+def test_random_erasing_uses_one_box_for_the_whole_clip(clips):
+    torch.manual_seed(3)
+    ds = VideoClipDataset(clips[:1], num_frames=16, input_size=32, mode="train", augment={"random_erasing": 1.0})
+    v = ds[0]["video"][0]
+    erased = (v - v.median(dim=2, keepdim=True).values.median(dim=1, keepdim=True).values).abs() > 1e-4
+    assert erased.any() and torch.equal(erased[0], erased[7]) and torch.equal(erased[0], erased[-1])
+
+
+def test_feature_cache_supplies_lmk_at_the_sampled_frames(clips, tmp_path):
+    cache = tmp_path / "features"
+    cache.mkdir()
+    feats = np.arange(20, dtype=np.float16)[:, None, None, None] * np.ones((20, 4, 14, 14), np.float16)
+    np.save(cache / "00001.npy", feats)
+    ds = VideoClipDataset(clips[:1], num_frames=16, input_size=32, mode="test", feature_cache=cache)
+    assert ds.uses_feature_cache
+    lmk = ds[2]["lmk"]  # temporal view 1: frames 4..19
+    assert lmk.shape == (16, 4, 14, 14) and lmk.dtype == torch.float32
+    assert lmk[:, 0, 0, 0].tolist() == list(range(4, 20))
+    ds_video = VideoClipDataset(clips[1:], num_frames=16, input_size=32, mode="test", feature_cache=cache)
+    with pytest.raises(DataError, match=r"00002\.npy.*extract-features"):
+        ds_video[0]
+    no_geo = VideoClipDataset(clips[:1], num_frames=16, input_size=32, mode="train", feature_cache=cache,
+                              augment={"hflip": False, "random_erasing": 0.25})
+    assert "lmk" in no_geo[0]
+
+
+def test_image_dataset_has_the_same_keys_and_t_equals_one(tmp_path):
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"img{i}.jpg"
+        cv2.imwrite(str(p), np.full((50, 40, 3), 60 * i, np.uint8))
+        paths.append(Sample(f"img{i}", i, p, "image", "RAF-DB", f"l.txt:{i + 1}"))
+    cache = tmp_path / "f"
+    cache.mkdir()
+    for s in paths:
+        np.save(cache / f"{s.id}.npy", np.full((1, 8, 14, 14), s.label, np.float16))
+    test = ImageDataset(paths, input_size=32, mode="test", feature_cache=cache)
+    item = test[2]
+    assert item["video"].shape == (3, 1, 32, 32) and item["label"] == 2 and item["index"] == 2
+    assert item["lmk"].shape == (1, 8, 14, 14) and float(item["lmk"].max()) == 2.0
+    train = ImageDataset(paths, input_size=32, mode="train", augment={"hflip": True, "random_resized_crop": True})
+    assert train[0]["video"].shape == (3, 1, 32, 32) and "lmk" not in train[0]
+    batch = next(iter(torch.utils.data.DataLoader(test, batch_size=3)))
+    assert batch["video"].shape == (3, 3, 1, 32, 32) and batch["label"].tolist() == [0, 1, 2]
+
+
+def test_balanced_sampler_oversamples_rare_classes():
+    labels = [0] * 90 + [1] * 9 + [2] * 1
+    sampler = balanced_sampler(labels, num_samples=3000, generator=torch.Generator().manual_seed(0))
+    counts = Counter(labels[i] for i in sampler)
+    assert all(800 < counts[c] < 1200 for c in (0, 1, 2))
+
+
+def test_dataset_from_params_composes_the_real_params(tmp_path):
+    root = tmp_path / "DFEW"
+    for cid in ("00001", "00002"):
+        folder = root / "Clip/clip_224x224_16f" / cid
+        folder.mkdir(parents=True)
+        for i in range(1, 17):
+            cv2.imwrite(str(folder / f"{i}.jpg"), np.full((40, 40, 3), 10 * i, np.uint8))
+    split = root / "EmoLabel_DataSplit/test(single-labeled)/test_set_1.csv"
+    split.parent.mkdir(parents=True)
+    split.write_text("video_name,label\n00001,4\n00002,1\n")
+    cfg = load_params(ROOT / "params.yaml", [f"data.datasets.DFEW.root={root}"])
+    ds = dataset_from_params(cfg, "DFEW", "test", fold=1)
+    assert isinstance(ds, VideoClipDataset) and len(ds) == 2 * 4 and ds.labels == [4, 1]
+    run_cfg = {"data": {**cfg["data"]["datasets"]["DFEW"], "num_frames": 8, "input_size": 32,
+                        "test_views": {"temporal": 1, "spatial": 1}, "frame_order": "lexicographic"},
+               "train": {"augment": {"hflip": True}}}
+    ds = dataset_from_params(run_cfg, "DFEW", "test", fold=1)
+    assert len(ds) == 2 and ds[0]["video"].shape == (3, 8, 32, 32)
+    assert ds.samples[0].frame_order == "lexicographic"
+    assert dataset_from_params(run_cfg, "DFEW", "test", fold=1, mode="train").augment.hflip
+
+
+def test_video_cutmix_pastes_the_same_box_into_every_frame():
+    from dfer.data.transforms import mixup_fn
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    mix = mixup_fn({"mixup": 0.0, "cutmix": 1.0}, num_classes=4, label_smoothing=0.0)
+    x = torch.zeros(2, 3, 5, 16, 16)
+    x[1] = 1.0
+    mixed, target = mix(x.clone(), torch.tensor([0, 1]))
+    assert mixed.shape == x.shape and target.shape == (2, 4)
+    pasted = mixed[0, 0] > 0.5                       # sample 0 received a box from sample 1
+    assert pasted.any() and all(torch.equal(pasted[0], pasted[t]) for t in range(5))
+    assert torch.isclose(target[0, 1], pasted[0].float().mean(), atol=1e-4)

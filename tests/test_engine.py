@@ -1,0 +1,163 @@
+"""`dfer train` / `dfer evaluate` end to end on a tiny real DFEW-layout dataset with the real S2D model."""
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_helpers import run_config, write_config, write_dfew  # noqa: E402
+
+from dfer.cli import main as dfer  # noqa: E402
+from dfer.engine import checkpointing as ck  # noqa: E402
+from dfer.engine.evaluate import load_weights, evaluation_dataset  # noqa: E402
+from dfer.engine.loop import build_landmarks, build_model, predict_views  # noqa: E402
+from dfer.engine.runconfig import complete  # noqa: E402
+from dfer.engine.train import epoch_seed  # noqa: E402
+
+FAST = dict(model__kwargs__fusion="none", landmarks=None)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_dfew(tmp_path_factory.mktemp("data") / "DFEW", n_train=14, n_test=7)
+
+
+def _train(cfg: dict, path: Path, *extra: str) -> int:
+    return dfer(["train", "--config", str(write_config(cfg, path)), "--no-tracking", "--quiet", "--device", "cpu",
+                 *extra])
+
+
+def test_train_with_landmarks_writes_outputs_and_evaluation_averages_view_softmax(tmp_path):
+    data = write_dfew(tmp_path / "DFEW", n_train=8, n_test=5, frames=4)
+    out = tmp_path / "run"
+    # MCP fusion: the frozen landmark net runs on the batch; 2-frame clips keep it fast
+    cfg = run_config(data, out, train__epochs=1, data__num_frames=2,
+                     landmarks={"backbone": "MobileNetV2_56", "weights": None})  # the smallest landmark net
+    assert _train(cfg, tmp_path / "run.yaml") == 0
+    for name in ("model.pt", "metrics.jsonl", "eval.json", "confusion.png", "predictions.csv", "features.npy",
+                 "predictions.npz", "done.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1] and rows[0]["clips_per_s"] > 0 and np.isfinite(rows[0]["train_loss"])
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["selection"] == "last" and ev["num_samples"] == 5 and ev["protocol"]["views_per_video"] == 4
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # predictions.csv = the mean of the 4 views' softmax, recomputed here view by view
+    full = complete(cfg)
+    model = build_model(full, init=False)
+    load_weights(model, out / "model.pt")
+    ds = evaluation_dataset(full)
+    views = predict_views(model, ds, torch.device("cpu"), 3, build_landmarks(full), show=False)
+    assert np.bincount(views.sample_index).tolist() == [4] * 5
+    with open(out / "predictions.csv") as f:
+        table = list(csv.DictReader(f))
+    classes = ev["classes"]
+    for i, row in enumerate(table):
+        probs = np.array([float(row[f"p_{c}"]) for c in classes])
+        np.testing.assert_allclose(probs, views.probs[views.sample_index == i].mean(0), atol=2e-6)
+        assert row["pred"] == classes[int(probs.argmax())]
+    # eval.json numbers agree with the per-video predictions
+    correct = [r["label"] == r["pred"] for r in table]
+    assert ev["war"] == pytest.approx(np.mean(correct))
+    assert np.load(out / "features.npy").shape == (5, model.num_features)
+    assert np.asarray(ev["confusion"]).sum() == 5
+
+
+def test_same_seed_same_results_different_seed_different_weights(data, tmp_path):
+    outs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = run_config(data, tmp_path / name, seed=seed, train__epochs=1, **FAST)
+        assert _train(cfg, tmp_path / f"{name}.yaml") == 0
+        outs.append(tmp_path / name)
+    w = [torch.load(o / "model.pt", weights_only=True)["model"] for o in outs]
+    metrics = [[{k: r[k] for k in ("train_loss", "lr")} for r in map(json.loads, (o / "metrics.jsonl").read_text()
+                                                                       .splitlines())] for o in outs]
+    assert metrics[0] == metrics[1]
+    assert all(torch.equal(w[0][k], w[1][k]) for k in w[0])
+    assert json.loads((outs[0] / "eval.json").read_text())["confusion"] == \
+        json.loads((outs[1] / "eval.json").read_text())["confusion"]
+    assert any(not torch.equal(w[0][k], w[2][k]) for k in w[0])
+
+
+def test_finished_run_is_skipped_and_never_overwritten_by_a_failing_rerun(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = run_config(data, out, train__epochs=1, **FAST)
+    assert _train(cfg, tmp_path / "run.yaml") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert _train(cfg, tmp_path / "run.yaml") == 0
+    assert "already finished" in capsys.readouterr().out
+    # Break the data, then force a retrain: it fails, the finished results stay byte for byte.
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    shutil.rmtree(broken / "Clip" / "clip_224x224_16f" / "00003")
+    cfg_broken = {**cfg, "data": {**cfg["data"], "root": str(broken)}}
+    write_config(cfg_broken, tmp_path / "run.yaml")
+    # a different config hash pointing at the finished folder is refused
+    assert dfer(["train", "--config", str(tmp_path / "run.yaml"), "--no-tracking", "--quiet"]) == 2
+    assert "holds the finished run" in capsys.readouterr().err
+    assert _train(cfg_broken, tmp_path / "run.yaml", "--force") == 2
+    assert "00003: frame folder not found" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_freezing_mixup_and_best_on_test_selection(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = run_config(data, out, train__epochs=2, train__freeze="auto", train__validate_every_epoch=True,
+                     train__augment={"hflip": True, "mixup": 0.8, "cutmix": 1.0}, **FAST)
+    assert _train(cfg, tmp_path / "run.yaml") == 0
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_uar" in r and "val_war" in r for r in rows)
+    assert (out / "best.pt").is_file()
+    # S2D DFER: the ViT blocks stay at their initial values, MCP/TMA/head move
+    full = complete(cfg)
+    ck.seed_everything(epoch_seed(0, 0, -1))
+    init = build_model(full).state_dict()
+    trained = torch.load(out / "model.pt", weights_only=True)["model"]
+    assert torch.equal(init["blocks.0.attn.qkv.weight"], trained["blocks.0.attn.qkv.weight"])
+    assert torch.equal(init["patch_embed.proj.weight"], trained["patch_embed.proj.weight"])
+    assert not torch.equal(init["head.fc_cls.weight"], trained["head.fc_cls.weight"])
+
+    capsys.readouterr()
+    assert dfer(["evaluate", "--run", str(out), "--select", "best_on_test", "--out", str(tmp_path / "best" /
+                                                                                         "eval.json"),
+                 "--no-tracking", "--quiet"]) == 0
+    ev = json.loads((tmp_path / "best" / "eval.json").read_text())
+    assert ev["selection"] == "best_on_test (official; selected on the test split)"
+    best_epoch = max(rows, key=lambda r: r["val_war"])["epoch"]
+    assert ev["epoch"] == best_epoch
+    # re-evaluating the same checkpoint is a no-op
+    assert dfer(["evaluate", "--run", str(out), "--no-tracking", "--quiet"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_best_on_test_needs_validation_every_epoch(data, tmp_path, capsys):
+    cfg = run_config(data, tmp_path / "run", evaluate={"select": "best_on_test"}, **FAST)
+    assert _train(cfg, tmp_path / "run.yaml") == 2
+    assert "validate_every_epoch" in capsys.readouterr().err
+
+
+def test_predict_on_a_video_file_with_our_checkpoint(data, tmp_path, capsys):
+    from dfer.data.video import write_video
+    from engine_helpers import PALETTE
+
+    out = tmp_path / "run"
+    cfg = run_config(data, out, train__epochs=1, **FAST)
+    assert _train(cfg, tmp_path / "run.yaml") == 0
+    frames = np.repeat(np.full((1, 32, 32, 3), PALETTE[2], dtype=np.uint8), 10, axis=0)
+    video = write_video(tmp_path / "mine.mp4", frames, fps=10)
+    capsys.readouterr()
+    assert dfer(["predict", str(video), "--checkpoint", str(out / "model.pt"), "--detector", "none",
+                 "--json"]) == 0
+    probs = json.loads(capsys.readouterr().out)["probabilities"]
+    assert list(probs) and set(probs) == set(json.loads((out / "eval.json").read_text())["classes"])
+    values = list(probs.values())
+    assert values == sorted(values, reverse=True) and sum(values) == pytest.approx(1.0, abs=1e-5)
+    assert dfer(["predict", str(tmp_path / "missing.mp4"), "--checkpoint", str(out / "model.pt")]) == 2

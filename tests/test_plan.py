@@ -1,0 +1,124 @@
+"""Planner: dedup of shared cells, `dfer plan` counts, hash stability/sensitivity, Snakemake dry-run."""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dfer.config import load_params
+from dfer.workflow import plan as planmod
+from dfer.workflow.plan import build_plan, load_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = load_tables(ROOT / "workflow/tables.yaml")
+
+
+def make_plan(overrides=None):
+    return build_plan(load_params(ROOT / "params.yaml", overrides), TABLES)
+
+
+def cell(plan, table, row, column):
+    return next(c for c in plan.cells[table] if c.row == row and c.column == column)
+
+
+def test_full_s2d_on_dfew_fold1_is_one_run_shared_by_tables_2_to_7():
+    plan = make_plan()
+    shared = {
+        cell(plan, "table_2", "MAE-AffectNet / AffectNet-7", "DFEW UAR").runs[0],
+        cell(plan, "table_3", "MobileFaceNet", "DFEW WAR").runs[0],
+        next(c for c in plan.cells["table_4"] if c.row == "MCP" and c.column == "DFEW UAR").runs[0],
+        cell(plan, "table_5", "Temporal-Modeling Adapter", "DFEW UAR").runs[0],
+        cell(plan, "table_6", "One-Hot+SDL", "DFEW UAR").runs[0],
+        cell(plan, "table_7", "+MCP +TMA +SDL (S2D)", "DFEW WAR").runs[0],
+    }
+    assert len(shared) == 1
+    run = plan.runs[shared.pop()]
+    assert {"table_2", "table_3", "table_4", "table_5", "table_6", "table_7"} <= set(run.tables)
+    assert run.config["fold"] == 1 and run.config["dataset"] == "DFEW"
+    # ...and it is also fold 1 of the 5-fold (here: synthetic 2-fold) main result of Table IX.
+    assert run.hash in cell(plan, "table_9", "S2D (ours) *", "DFEW UAR").runs
+    # its init is the SFER run on AffectNet-7, itself a planned run (a DAG edge)
+    up = plan.runs[run.upstream[0]]
+    assert run.config["model"]["init"] == f"results/runs/{up.hash}/model.pt"
+    assert up.config["task"] == "sfer" and up.config["dataset"] == "AffectNet-7"
+
+
+def test_run_configs_follow_the_architecture_contract():
+    plan = make_plan()
+    for run in plan.runs.values():
+        cfg = run.config
+        assert set(cfg) >= {"name", "task", "method", "dataset", "fold", "eval_datasets", "seed", "data",
+                            "model", "landmarks", "train", "evaluate", "output_dir"}
+        assert cfg["output_dir"] == f"results/runs/{run.hash}"
+        assert planmod.run_hash(cfg) == run.hash
+        if cfg["landmarks"]:
+            assert cfg["data"]["features"] == f"results/features/{cfg['dataset']}/{cfg['landmarks']['backbone']}"
+    names = [r.name for r in plan.runs.values()]
+    assert len(names) == len(set(names)), "run names must identify runs"
+
+
+def test_ablation_cells_use_fold1_and_main_cells_every_configured_fold():
+    plan = make_plan(["tables.main_folds=[1,2,3,4,5]"])
+    main = cell(plan, "table_9", "S2D (ours) *", "DFEW WAR")
+    assert [plan.runs[h].config["fold"] for h in main.runs] == [1, 2, 3, 4, 5]
+    ferv = cell(plan, "table_9", "S2D (ours) *", "FERV39K WAR")
+    assert len(ferv.runs) == 1 and plan.runs[ferv.runs[0]].config["fold"] is None
+    abl = cell(plan, "table_5", "None", "DFEW UAR")
+    assert [plan.runs[h].config["fold"] for h in abl.runs] == [1]
+
+
+def test_dfer_plan_lists_unique_runs_and_cell_counts(capsys):
+    assert planmod.main(["--table", "table_6"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines()[1:] if line.strip()]
+    plan = make_plan()
+    expected = plan.closure(plan.table_runs("table_6"))
+    assert len(lines) == len(expected)
+    m = re.search(r"(\d+) unique runs serve (\d+) cells", err)
+    assert int(m.group(1)) == len(expected) and int(m.group(2)) == 12
+    by_hash = {line.split()[0]: int(line.split()[1]) for line in lines}
+    s2d = cell(plan, "table_6", "One-Hot+SDL", "DFEW UAR").runs[0]
+    assert by_hash[s2d] == len(plan.runs[s2d].cells) > 10
+
+
+def test_hashes_are_stable_and_change_exactly_for_affected_runs():
+    a, b = make_plan(), make_plan()
+    assert sorted(a.runs) == sorted(b.runs)
+    # An SFER-only parameter changes the SFER runs and the DFER runs initialised from them, nothing else.
+    c = make_plan(["methods.sfer.data.input_size=96"])
+    by_name_a = {r.name: h for h, r in a.runs.items()}
+    by_name_c = {r.name: h for h, r in c.runs.items()}
+    assert set(by_name_a) == set(by_name_c)
+    changed = {n for n in by_name_a if by_name_a[n] != by_name_c[n]}
+    for name in by_name_a:
+        run = a.runs[by_name_a[name]]
+        from_sfer = run.config["task"] == "sfer" or run.config["method"] == "s2d" and run.upstream
+        assert (name in changed) == bool(from_sfer), name
+    # A UniLearn switch changes only UniLearn runs.
+    d = make_plan(["methods.unilearn.kwargs={num_experts: 4}"])
+    changed = {r.name for h, r in a.runs.items() if h not in d.runs}
+    assert changed and all(n.startswith("unilearn/") for n in changed)
+
+
+def test_snakemake_dry_run_lists_the_expected_jobs(tmp_path):
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("rules", "workflow"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    snakemake = Path(sys.executable).with_name("snakemake")
+    proc = subprocess.run([str(snakemake), "-n", "all_tables", "--quiet", "rules", "-c1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, re.M))
+    plan = make_plan()
+    tables = [t for t in plan.cells if t.startswith("table_")]
+    evaluated = {h for t in tables for h in plan.table_runs(t)}
+    trained = set(plan.closure(sorted(evaluated)))
+    assert int(counts["evaluate"]) == len(evaluated)
+    assert int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(trained)
+    assert int(counts["table"]) == len(tables) == 10
+    assert int(counts["synth"]) == 1 and int(counts["mlflow_init"]) == 1
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing

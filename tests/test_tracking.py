@@ -1,0 +1,90 @@
+"""MLflow tracking into a temp SQLite store; an unreachable server only warns."""
+import json
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from dfer.workflow.plan import run_hash, write_json
+from dfer.workflow.tracking import HASH_TAG, Tracker, TrackingWarning, init_tracking
+
+CFG = {"name": "s2d/DFEW/fold1", "task": "dfer", "method": "s2d", "dataset": "DFEW", "fold": 1,
+       "data": {"root": "data/DFEW"}, "model": {"name": "s2d_tiny", "kwargs": {"fusion": "mcp"}},
+       "train": {"epochs": 2, "lr": 0.001}, "output_dir": "results/runs/x"}
+
+
+def test_params_metrics_artifacts_tags_and_parent(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/DFEW.dvc").write_text("outs:\n- md5: abc123.dir\n  path: DFEW\n")
+    h = run_hash(CFG)
+    write_json(tmp_path / "results/plan/runs.json", {h: {"tables": ["table_2", "table_7"]}})
+    mcfg = {"tracking_uri": "sqlite:///results/mlflow/mlflow.db", "artifact_location": "results/mlflow/art",
+            "experiment": "dfer-test"}
+    parents = init_tracking({"table_2": "T2", "table_7": "T7"}, tmp_path / "results/mlflow/parents.json",
+                            mcfg, tmp_path)
+    assert set(parents["parents"]) == {"table_2", "table_7"}
+    assert parents["tracking_uri"] == f"sqlite:///{tmp_path / 'results/mlflow/mlflow.db'}"
+
+    with Tracker.from_config(CFG, mlflow_cfg=mcfg, root=tmp_path) as tr:
+        tr.log_params()
+        tr.log_epoch({"train_loss": 1.5, "val_uar": 0.3}, 0)
+        tr.log_epoch({"train_loss": 0.9, "val_uar": 0.4}, 1)
+    # the evaluation job finds the same MLflow run by the config hash
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps({"uar": 0.41, "war": 0.55, "per_class": {"Happy": 0.9, "Fear": 0.1}}))
+    png = tmp_path / "confusion.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with Tracker.from_config(CFG, stage="evaluate", mlflow_cfg=mcfg, root=tmp_path) as te:
+        te.log_eval(ev, png)
+    assert te.run_id == tr.run_id and te.enabled
+
+    client = MlflowClient(tracking_uri=parents["tracking_uri"])
+    run = client.get_run(tr.run_id)
+    assert run.data.params["train.lr"] == "0.001" and run.data.params["model.kwargs.fusion"] == "mcp"
+    assert [m.value for m in client.get_metric_history(tr.run_id, "train_loss")] == [1.5, 0.9]
+    assert run.data.metrics["test_uar"] == pytest.approx(0.41)
+    assert run.data.metrics["test_acc_Fear"] == pytest.approx(0.1)
+    tags = run.data.tags
+    assert tags[HASH_TAG] == h and tags["dfer.tables"] == "table_2,table_7"
+    assert tags["slurm.job_id"] == "4242" and tags["dvc.data.md5"] == "abc123.dir"
+    assert "mlflow.source.git.commit" in tags
+    assert tags["mlflow.parentRunId"] == parents["parents"]["table_2"]
+    arts = {a.path for a in client.list_artifacts(tr.run_id)}
+    assert {"config.yaml", "eval.json", "confusion.png"} <= arts
+    assert run.info.status == "FINISHED"
+
+
+def test_unreachable_tracking_server_warns_and_training_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    t0 = time.time()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Tracker.from_config(CFG, root=tmp_path) as tr:
+            tr.log_params()
+            for epoch in range(3):
+                tr.log_epoch({"loss": 1.0 / (epoch + 1)}, epoch)
+            tr.log_eval({"uar": 0.5, "war": 0.5})
+        init_tracking({"table_1": "T1"}, tmp_path / "parents.json", root=tmp_path)
+    assert not tr.enabled and tr.run_id is None
+    assert any(issubclass(w.category, TrackingWarning) and "unreachable" in str(w.message) for w in caught)
+    assert json.loads((tmp_path / "parents.json").read_text())["parents"] == {}
+    assert time.time() - t0 < 20
+
+
+def test_failure_mid_run_disables_tracking_with_one_warning(tmp_path):
+    tr = Tracker(f"sqlite:///{tmp_path}/x.db", "e", "r", {})
+    tr.run_id = "does-not-exist"
+    from mlflow.tracking import MlflowClient
+
+    tr.client = MlflowClient(tracking_uri=tr.tracking_uri)
+    with pytest.warns(TrackingWarning):
+        tr.log_epoch({"loss": 1.0}, 0)
+    assert not tr.enabled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning, no exception
+        tr.log_epoch({"loss": 1.0}, 1)
