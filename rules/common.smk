@@ -1,7 +1,9 @@
 # Helpers shared by every rule file: the resolved config, the plan of every table, input functions.
 # The plan is computed at DAG-parse time from params.yaml + workflow/tables.yaml, so the DAG is static:
 # each run is `results/runs/<config hash>/`, and a run that several tables share is one set of jobs.
+import os
 import re
+import sys
 from pathlib import Path
 
 from dfer.config import config_hash, resolve
@@ -16,6 +18,10 @@ TABLES = sorted((t for t in PLAN.cells if t.startswith("table_")), key=lambda t:
 FIGURES = [f for f in PLAN.cells if not f.startswith("table_")]
 DATASETS = sorted(PARAMS["data"]["datasets"])
 SYNTH_DIR = "results/synth"
+
+# Rules call the `dfer` command of the Python that runs Snakemake (the project's venv), also when the venv
+# is not activated: put its bin directory first on PATH for every job's shell.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
 wildcard_constraints:
