@@ -42,10 +42,12 @@ from functools import partial
 
 import torch
 import torch.nn as nn
+
 from timm.layers import PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import Block
 
 from dfer.models.adapters import ADAPTER_MODES
+from dfer.models.init import init_vit_module
 from dfer.models.mcp import FUSIONS, PromptBlock, PromptPatchEmbed
 from dfer.models.registry import register_model
 
@@ -141,14 +143,7 @@ class S2DVisionTransformer(nn.Module):
     def _init_official(self) -> None:
         # Official VisionTransformer: trunc_normal(.02) on every Linear (this overrides the prompt blocks'
         # xavier init of adapter Linears), LayerNorm 1/0; convs keep their xavier / default init.
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.apply(init_vit_module)
         for p in (self.cls_token, self.pos_embed, self.temporal_embedding):
             trunc_normal_(p, std=0.02)
 

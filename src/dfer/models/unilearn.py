@@ -47,8 +47,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 
+from dfer.models.init import init_vit_module
 from dfer.models.registry import register_model
 
 TASKS = ("image", "video")
@@ -254,18 +255,8 @@ class UniLearnViT(nn.Module):
         self.fc_dropout = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
         self.head = nn.ModuleDict({"image": nn.Linear(embed_dim, num_image_classes),
                                    "video": nn.Linear(embed_dim, num_classes)})
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
         # S4D: kaiming init of the experts is overwritten by this ViT-wide trunc-normal(0.02) init.
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_vit_module)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
