@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from dfer.config import ConfigError, config_hash, deep_merge, load_params, project_root, set_path
+from dfer.config import ConfigError, config_hash, deep_merge, flatten, load_params, project_root, set_path
 
 TABLES_RELPATH = Path("workflow/tables.yaml")
 RUNS_DIR = "results/runs"
@@ -282,20 +282,11 @@ def needs_alignment(params: dict, dataset: str) -> bool:
     return not entry.get("frames") and bool(entry.get("videos"))
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
 def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:
     """Readable name from content: method/dataset[/foldK] plus what differs from the method's default."""
     method = cfg["model"]["name"].split("_")[0] if cfg["task"] == "sfer" else cfg["method"]
     parts = [method, cfg["dataset"]] + ([f"fold{cfg['fold']}"] if cfg.get("fold") else [])
-    a, b = _flatten(cfg), _flatten(default_cfg)
+    a, b = flatten(cfg), flatten(default_cfg)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if (k in UNHASHED_KEYS or a.get(k) == b.get(k) or k == "data.features" or k.startswith("landmarks.weights")

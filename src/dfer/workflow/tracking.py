@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from dfer.config import flatten
+
 DEFAULT_URI = "sqlite:///results/mlflow/mlflow.db"
 DEFAULT_ARTIFACTS = "results/mlflow/artifacts"
 DEFAULT_EXPERIMENT = "dfer"
@@ -132,14 +134,9 @@ def dvc_hash(data_root: str | None, root: Path) -> str | None:
     return None
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
-    if isinstance(d, dict):
-        out: dict[str, str] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    s = json.dumps(d) if not isinstance(d, str) else d
-    return {prefix[:-1]: s[:6000]}
+def _param_values(cfg: dict) -> dict[str, str]:
+    """Flattened config as MLflow param strings (MLflow caps a value at 6000 characters)."""
+    return {k: (v if isinstance(v, str) else json.dumps(v))[:6000] for k, v in flatten(cfg).items()}
 
 
 class Tracker:
@@ -252,7 +249,7 @@ class Tracker:
             from mlflow.entities import Param
 
             existing = self.client.get_run(self.run_id).data.params
-            items = [Param(k, v) for k, v in _flatten(cfg).items() if k not in existing]
+            items = [Param(k, v) for k, v in _param_values(cfg).items() if k not in existing]
             for i in range(0, len(items), 100):
                 self.client.log_batch(self.run_id, params=items[i:i + 100])
             self.client.log_dict(self.run_id, cfg, "config.yaml")
