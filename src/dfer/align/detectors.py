@@ -78,6 +78,23 @@ def weights_error(path: str | os.PathLike | None, name: str, what: str, fix: str
     return DataError(path if path is not None else f"<{name} weights>", what, fix)
 
 
+def read_weights(path: str | os.PathLike | None, name: str, what: str, fix: str, weights_only: bool = True):
+    """``torch.load`` a detector checkpoint; missing path, missing file or unreadable file raise
+    ``weights_error`` naming the file and ``fix`` (``what``: how the message calls the file)."""
+    import torch
+
+    if path is None:
+        raise weights_error(None, name, f"{what} needed and none was given", fix)
+    path = Path(path)
+    if not path.is_file():
+        raise weights_error(path, name, f"{what} not found", fix)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:
+        raise weights_error(path, name, f"cannot read the checkpoint ({type(exc).__name__}: {exc})",
+                            fix) from None
+
+
 # -------------------------------------------------------------------------------------- registry
 _REGISTRY: dict[str, Callable[..., FaceDetector]] = {}
 

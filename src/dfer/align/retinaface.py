@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dfer.align.detectors import (Detection, FaceDetector, check_frame, file_digest, register_detector,
-                                  weights_error)
+                                  read_weights, weights_error)
 
 
 @dataclass(frozen=True)
@@ -214,16 +214,8 @@ def load_retinaface_weights(model: RetinaFace, path: str | os.PathLike | None) -
     cfg = model.cfg
     fix = (f"download {cfg.official_file} from the Pytorch_Retinaface release, put it on this machine and "
            "pass its path (--weights / align.detector.weights); `--backbone` must match the file")
-    if path is None:
-        raise weights_error(None, "retinaface", "RetinaFace needs weights and none were given", fix)
+    state = read_weights(path, "retinaface", "RetinaFace weights file", fix, weights_only=True)
     path = Path(path)
-    if not path.is_file():
-        raise weights_error(path, "retinaface", "RetinaFace weights file not found", fix)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise weights_error(path, "retinaface", f"cannot read the checkpoint ({type(exc).__name__}: {exc})",
-                            fix) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dfer.align.detectors import (Detection, FaceDetector, check_frame, file_digest, register_detector,
-                                  weights_error)
+                                  read_weights, weights_error)
 
 STRIDE = 4
 # Output channels: heatmap logit, log w, log h, dx, dy, 5 landmarks x/y.
@@ -150,16 +150,9 @@ def decode(out: torch.Tensor, frame_sizes: list[tuple[int, int]], input_size: in
 # -------------------------------------------------------------------------------------- detector
 def load_checkpoint(path: str | os.PathLike | None) -> tuple[CenterNetTiny, dict]:
     fix = "train it with `dfer train-detector` (writes results/align/detector/model.pt) and pass that path"
-    if path is None:
-        raise weights_error(None, "synthetic", "the synthetic detector needs its trained weights", fix)
+    # Our own checkpoint holds plain metadata beside the state dict, hence weights_only=False.
+    ckpt = read_weights(path, "synthetic", "detector checkpoint", fix, weights_only=False)
     path = Path(path)
-    if not path.is_file():
-        raise weights_error(path, "synthetic", "detector checkpoint not found", fix)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise weights_error(path, "synthetic", f"cannot read the checkpoint ({type(exc).__name__}: {exc})",
-                            fix) from None
     if not isinstance(ckpt, dict) or ckpt.get("detector") != "synthetic" or "state_dict" not in ckpt:
         raise weights_error(path, "synthetic", "not a `dfer train-detector` checkpoint (no detector='synthetic' "
                             "entry)", fix)

@@ -113,15 +113,22 @@ def _quality(rng) -> int:
 
 
 # ------------------------------------------------------------------------------------------ DFEW
-def write_dfew(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
-    ds = "DFEW"
+def _plan_folded_clips(ds: str, cfg: dict, seed: int, id_range: int):
+    """Clip count, annotated labels, 5-fold assignment and 5-digit ids (below the real dataset's id range)
+    of a folded video dataset, all drawn from its seeded plan RNG in one fixed order."""
     classes = labels.classes(ds)
     emotions = ex.dataset_emotions(ds)
     n = _n(cfg, "clips", cfg["scale"], FOLDS * len(classes))
     rng = item_rng(seed, ds, "plan")
     ann = annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=FOLDS)
     folds = stratified_folds(rng, ann)
-    ids = [f"{i:05d}" for i in sorted(rng.choice(np.arange(1, 16373), n, replace=False))]
+    ids = [f"{i:05d}" for i in sorted(rng.choice(np.arange(1, id_range), n, replace=False))]
+    return classes, emotions, n, ann, folds, ids
+
+
+def write_dfew(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
+    ds = "DFEW"
+    classes, emotions, n, ann, folds, ids = _plan_folded_clips(ds, cfg, seed, id_range=16373)
     size, T = int(cfg["size"]), int(cfg["frames"])
     frames_dir = tmp / "Clip" / "clip_224x224_16f"
     gt_dir = tmp / "_groundtruth"
@@ -173,13 +180,7 @@ def _write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
 def write_mafw(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
     ds = "MAFW"
-    classes = labels.classes(ds)
-    emotions = ex.dataset_emotions(ds)
-    n = _n(cfg, "clips", cfg["scale"], FOLDS * len(classes))
-    rng = item_rng(seed, ds, "plan")
-    ann = annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=FOLDS)
-    folds = stratified_folds(rng, ann)
-    ids = [f"{i:05d}" for i in sorted(rng.choice(np.arange(1, 10046), n, replace=False))]
+    classes, emotions, n, ann, folds, ids = _plan_folded_clips(ds, cfg, seed, id_range=10046)
     size = (int(cfg["height"]), int(cfg["width"]))
     lo, hi = cfg["frames"]
     gt_dir = tmp / "_groundtruth"
