@@ -1,5 +1,5 @@
 # dfer: the S2D paper as a DAG. Thin entry point: config, validation (rules/common.smk), includes.
-#   snakemake -c2 all_tables            every table on the synthetic benchmark (default preset)
+#   snakemake -c2 all_tables            every table and figure on the synthetic benchmark (default preset)
 #   snakemake -c2 table_3               one table;   snakemake -n all_tables   what would run
 #   snakemake --config preset=paper ... real data (paths in params.yaml)
 from snakemake.utils import min_version
@@ -16,7 +16,7 @@ include: "rules/align.smk"
 include: "rules/landmarks.smk"
 include: "rules/sfer.smk"
 include: "rules/dfer.smk"
-include: "rules/evaluate.smk"
+include: "rules/tracking.smk"
 include: "rules/tables.smk"
 include: "rules/figures.smk"
 
@@ -25,4 +25,3 @@ rule all:
     default_target: True
     input:
         rules.all_tables.input,
-        rules.all_figures.input,

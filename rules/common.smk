@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 from dfer.config import config_hash, resolve
+from dfer.workflow.restore import settle_restored_outputs
 from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_alignment, write_json, write_run_config
+
+# Outputs restored by `dvc pull` / `dvc checkout` carry fresh timestamps in random order: when DVC vouches
+# they are what this pipeline makes, mark them up to date first (src/dfer/workflow/restore.py). Only in the
+# Snakemake a user starts, not in each job's own one.
+if workflow.is_main_process:
+    settle_restored_outputs(workflow.basedir)
 
 # `config` is params.yaml (configfile) plus --config overrides; resolve() applies the preset and
 # validates it against workflow/schemas/params.schema.yaml.
@@ -18,6 +25,15 @@ TABLES = sorted((t for t in PLAN.cells if t.startswith("table_")), key=lambda t:
 FIGURES = [f for f in PLAN.cells if not f.startswith("table_")]
 DATASETS = sorted(PARAMS["data"]["datasets"])
 SYNTH_DIR = "results/synth"
+# What a training job leaves in results/runs/<hash>/: weights, per-epoch metrics, the marker that makes a
+# re-run a no-op, and the evaluation (eval.json, confusion.png, predictions, features for the figures).
+# (The evaluation files are dfer.engine.evaluate.OUTPUT_FILES; test_plan checks the two lists agree.)
+RUN_OUTPUTS = {
+    name: f"results/runs/{{hash}}/{file}"
+    for name, file in [("model", "model.pt"), ("done", "done.json"), ("metrics", "metrics.jsonl"),
+                       ("eval", "eval.json"), ("confusion", "confusion.png"), ("predictions", "predictions.csv"),
+                       ("embeddings", "features.npy"), ("probabilities", "predictions.npz")]
+}
 
 # Rules call the `dfer` command of the Python that runs Snakemake (the project's venv), also when the venv
 # is not activated: put its bin directory first on PATH for every job's shell.
@@ -63,18 +79,17 @@ def run_inputs(wildcards):
     """Everything a run needs before it starts: config, data, landmark features, upstream checkpoint."""
     cfg = RUNS[wildcards.hash].config
     datasets = [cfg["dataset"], *cfg.get("eval_datasets", [])]
-    inputs = {"config": f"results/runs/{wildcards.hash}/config.yaml",
+    inputs = {"config": ancient(f"results/runs/{wildcards.hash}/config.yaml"),
               "data": sorted({data_ready(d) for d in datasets}),
               "frames": sorted({f for d in datasets for f in frames_of(d)})}
     init = cfg["model"].get("init")
     if init and init.startswith("results/"):
         inputs["init"] = init
     if cfg.get("landmarks"):
-        backbone = cfg["landmarks"]["backbone"]
         if cfg["landmarks"]["weights"].startswith("results/"):
             inputs["landmarks"] = cfg["landmarks"]["weights"]
-        if cfg["data"].get("features"):
-            inputs["features"] = [f"results/features/{d}/{backbone}" for d in datasets]
+        if cfg["data"].get("features"):  # the run's own dataset (cross-dataset tests compute them on the fly)
+            inputs["features"] = cfg["data"]["features"]
     return inputs
 
 

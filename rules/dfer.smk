@@ -5,11 +5,8 @@ rule train_dfer:
     input:
         unpack(run_inputs),
         tracking=ancient("results/mlflow/parents.json"),
-        index=ancient("results/plan/runs.json"),
     output:
-        model="results/runs/{hash}/model.pt",
-        done="results/runs/{hash}/done.json",
-        metrics="results/runs/{hash}/metrics.jsonl",
+        **RUN_OUTPUTS,
     log:
         "results/runs/{hash}/train.log",
     message:

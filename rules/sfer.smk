@@ -1,41 +1,31 @@
-# Runs: the planner writes each run's config.yaml; SFER (image) runs train first because DFER runs
-# start from their model.pt (`model.init`), an edge Snakemake sees through the input functions.
+# Runs: the planner writes every run's config.yaml; SFER (image) runs train first because DFER runs start
+# from their model.pt (`model.init`), an edge Snakemake sees through the input functions. A training job
+# ends with the paper's evaluation (eval.json, confusion plot, predictions): `dfer train` = train + test.
 
 
 rule plan_runs:
     output:
-        "results/plan/runs.json",
+        index="results/plan/runs.json",
+        # A run's folder name is the hash of its config's content: a config never changes under a name,
+        # so consumers read it as ancient() and re-writing every config does not re-run any training.
+        configs=[f"results/runs/{h}/config.yaml" for h in sorted(RUNS)],
     params:
         digest=config_hash(PLAN.runs_payload()),
     log:
         "results/logs/plan/runs.log",
     localrule: True
     run:
-        write_json(output[0], PLAN.runs_payload())
-
-
-rule run_config:
-    output:
-        "results/runs/{hash}/config.yaml",
-    params:
-        # The path already carries the content hash; the name is here so a rename rewrites the file.
-        name=lambda wildcards: RUNS[wildcards.hash].name,
-    log:
-        "results/logs/plan/{hash}.log",
-    localrule: True
-    run:
-        write_run_config(RUNS[wildcards.hash], output[0])
+        for h in sorted(RUNS):
+            write_run_config(RUNS[h])
+        write_json(output.index, PLAN.runs_payload())
 
 
 rule train_sfer:
     input:
         unpack(run_inputs),
         tracking=ancient("results/mlflow/parents.json"),
-        index=ancient("results/plan/runs.json"),
     output:
-        model="results/runs/{hash}/model.pt",
-        done="results/runs/{hash}/done.json",
-        metrics="results/runs/{hash}/metrics.jsonl",
+        **RUN_OUTPUTS,
     log:
         "results/runs/{hash}/train.log",
     message:

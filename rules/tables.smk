@@ -38,7 +38,9 @@ for _table in TABLES:
         localrule: True
 
 
+# Every table of the paper and the figures it draws from runs: what a reproduction is.
 rule all_tables:
     input:
         expand("results/tables/{table}.{ext}", table=TABLES, ext=["md", "csv", "tex"]),
+        expand("results/figures/{figure}.png", figure=FIGURES),
     localrule: True

@@ -1,28 +1,30 @@
 """The `slurm` profile against a real single-node SLURM cluster (slurmctld, slurmd, slurmdbd, fake GPU GRES).
 
 tests/slurm/setup_slurm.sh starts the cluster (installing slurm from Debian's packages when missing; needs
-root, as on CI) and stop_slurm.sh stops it again after the module.
+root, as on CI) and stop_slurm.sh stops it at the end of the test session (`slurm_cluster` in conftest.py).
 """
+import json
 import os
 import re
+import time
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import yaml
+
+from workflow_project import clean_checkout, planned, run, shrink, tables_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    if os.geteuid() != 0:
-        pytest.fail("the SLURM tests start a real cluster and need root (CI runs as root)")
-    subprocess.run(["bash", str(ROOT / "tests/slurm/setup_slurm.sh")], check=True, timeout=600)
-    yield
-    subprocess.run(["bash", str(ROOT / "tests/slurm/stop_slurm.sh")], timeout=120)
+# The profile as a user types it, plus a short first status check so the tests do not wait 40 s.
+PROFILE = ["--profile", "slurm", "--slurm-init-seconds-before-status-checks", "5"]
+# The test node has 2 CPUs and ~19 GB: shrink the profile's per-rule requests without editing it, the way
+# the README tells users to fit their cluster (targets go before --set-resources, which takes many values).
+GPU_RULES = ("train_detector", "align", "train_landmarks", "extract_features", "train_sfer", "train_dfer")
+SMALL_NODE = ["--set-resources", *[f"{r}:{k}={v}" for r in GPU_RULES
+                                   for k, v in (("cpus_per_gpu", 1), ("mem_mb", 1500), ("runtime", 30))]]
 
 
 def project_copy(dst: Path) -> Path:
@@ -50,3 +52,84 @@ def test_profile_submits_rule_jobs_to_slurm(slurm_cluster, tmp_path):
     job_id = re.search(r"submitted with SLURM jobid (\d+)", log).group(1)
     state = subprocess.run(["sacct", "-X", "-n", "-j", job_id, "-o", "State"], capture_output=True, text=True).stdout
     assert state.split() == ["COMPLETED"], state   # accounting (slurmdbd) saw the job finish
+
+
+def test_profile_reproduces_all_tables_like_a_local_run(slurm_cluster, reproduced, tmp_path):
+    proj = clean_checkout(tmp_path / "project")
+    shrink(proj)
+    proc, seconds = run(proj, "timeout", "-s", "INT", "-k", "60", "2400", "snakemake", "all_tables", *PROFILE,
+                        *SMALL_NODE, timeout=2500)
+    log = proc.stdout + proc.stderr
+    jobs = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    # Every rule that computes something ran as a SLURM job; each unique run trained once, on the cluster.
+    states = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Comment", "-j", ",".join(jobs)],
+                            capture_output=True, text=True).stdout.splitlines()
+    assert len(states) == len(jobs) and all(s.split("|")[1] == "COMPLETED" for s in states), states
+    trained = [s for s in states if "rule_train_sfer" in s or "rule_train_dfer" in s]
+    assert len(trained) == len(reproduced.runs)
+    # Same numbers as the local `dvc repro` of the same checkout.
+    assert tables_of(proj) == reproduced.tables
+    print(f"\nall_tables through the slurm profile: {seconds:.0f} s, {len(jobs)} SLURM jobs")
+
+
+def _running_job(rule: str, workflow: subprocess.Popen, timeout: float = 600) -> str:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert workflow.poll() is None, f"snakemake ended early:\n{workflow.stdout.read()[-5000:]}"
+        out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            job_id, comment = line.split("|", 1)
+            if comment.startswith(f"rule_{rule}"):
+                return job_id
+        time.sleep(0.5)
+    raise AssertionError(f"no running {rule} job within {timeout} s")
+
+
+def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
+    proj = clean_checkout(tmp_path / "project")
+    shrink(proj, {"presets.synthetic.train.epochs": 8})
+    runs = planned(proj, tmp_path)
+    h = next(h for h, r in runs.items() if r["name"] == "nr_dfernet/DFEW/fold1")
+    target = f"results/runs/{h}/eval.json"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DFER_ROOT": str(proj)}
+    workflow = subprocess.Popen([str(BIN / "snakemake"), target, *PROFILE, *SMALL_NODE], cwd=proj, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job_id = _running_job("train_dfer", workflow)
+        checkpoint = proj / f"results/runs/{h}/resume/checkpoint.pt"
+        t0 = time.time()
+        while not checkpoint.exists():  # an epoch has ended: there is something to resume from
+            assert workflow.poll() is None and time.time() - t0 < 600
+            time.sleep(0.2)
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+        # slurmctld holds a requeued job for ~2 minutes (Reason=BeginTime); a busy cluster would start it
+        # later anyway. Let it start as soon as the node is free so the test does not idle.
+        for _ in range(100):
+            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True, text=True).stdout
+            if state.startswith("PENDING"):
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+                break
+            time.sleep(0.2)
+        log, _ = workflow.communicate(timeout=1500)
+    finally:
+        if workflow.poll() is None:
+            workflow.kill()
+    assert workflow.returncode == 0, log[-5000:]
+    show = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert re.search(r"Restarts=[1-9]", show), show
+    train_log = (proj / f"results/runs/{h}/train.log").read_text()
+    assert "resuming from" in train_log, train_log[-3000:]
+    # The same run, uninterrupted, outside SLURM: identical per-epoch metrics and final numbers.
+    cfg = yaml.safe_load((proj / f"results/runs/{h}/config.yaml").read_text())
+    cfg["output_dir"] = str(tmp_path / "uninterrupted")
+    (tmp_path / "uninterrupted.yaml").write_text(yaml.safe_dump(cfg))
+    subprocess.run([str(BIN / "dfer"), "train", "--config", str(tmp_path / "uninterrupted.yaml"), "--no-tracking",
+                    "--quiet"], cwd=proj, env={**env, "OMP_NUM_THREADS": "1"}, check=True, timeout=900)
+    stable = ("epoch", "train_loss", "lr")
+
+    def metrics(folder):
+        return [{k: r[k] for k in stable} for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
+
+    assert metrics(proj / f"results/runs/{h}") == metrics(tmp_path / "uninterrupted")
+    ours, ref = (json.loads((d / "eval.json").read_text()) for d in (proj / f"results/runs/{h}", tmp_path / "uninterrupted"))
+    assert (ours["uar"], ours["war"]) == (ref["uar"], ref["war"])

@@ -85,8 +85,9 @@ class Plan:
         return sorted(seen)
 
     def digest(self, table: str) -> str:
-        """Content hash of a table's cells (what its rendering depends on, besides the eval files)."""
-        return config_hash([c.__dict__ for c in self.cells[table]])
+        """Content hash of what a table's rendering depends on besides the eval files: its cells, runs,
+        provenance and how the fold spread is shown."""
+        return config_hash(self.table_payload(table))
 
     def table_payload(self, table: str) -> dict:
         """JSON-able description of one table for `dfer table --plan`."""
@@ -230,7 +231,7 @@ class Planner:
             if not lm.get("weights"):
                 lm["weights"] = self._landmark_weights(lm["backbone"])
             if (p.get("model", {}) or {}).get("cache_features", True):
-                data["features"] = f"results/features/{dataset}/{lm['backbone']}"
+                data["features"] = f"results/features/{feature_dataset(p, dataset)}/{lm['backbone']}"
         if dataset == "MAFW" and needs_alignment(p, "MAFW"):
             data["frames"] = "results/align/MAFW"
         return cfg, upstream
@@ -373,6 +374,19 @@ def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spe
 def plan_from_files(params_path: str | None = None, tables_path: str | None = None,
                     overrides: list[str] | None = None) -> Plan:
     return build_plan(load_params(params_path, overrides), load_tables(tables_path))
+
+
+# AffectNet-7 is AffectNet-8 without Contempt: when both read the same images, one feature cache serves both.
+FEATURE_SUPERSETS = {"AffectNet-7": "AffectNet-8"}
+
+
+def feature_dataset(params: dict, dataset: str) -> str:
+    """The dataset whose landmark feature cache a run on ``dataset`` reads (itself, or a superset reading
+    the same files)."""
+    entries = params["data"]["datasets"]
+    wider = FEATURE_SUPERSETS.get(dataset)
+    same = wider in entries and all(entries[wider].get(k) == entries[dataset].get(k) for k in ("root", "format"))
+    return wider if same else dataset
 
 
 def write_json(path: str | Path, payload: Any) -> None:
