@@ -88,3 +88,18 @@ def test_failure_mid_run_disables_tracking_with_one_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning, no exception
         tr.log_epoch({"loss": 1.0}, 1)
+
+
+def test_dvc_hash_of_the_data_from_dvc_files_and_the_lock(tmp_path):
+    from dfer.workflow.tracking import dvc_hash
+
+    assert dvc_hash("results/synth/DFEW", tmp_path) is None  # nothing versioned yet
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  all_tables:\n    cmd: snakemake --cores 2 all_tables\n    outs:\n"
+        "    - path: results/synth\n      md5: 0123abcd.dir\n      nfiles: 3\n")
+    assert dvc_hash("results/synth", tmp_path) == "0123abcd.dir"
+    assert dvc_hash("results/synth/DFEW/", tmp_path) == "0123abcd.dir:DFEW"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/DFEW.dvc").write_text("outs:\n- md5: feed.dir\n  path: DFEW\n")
+    assert dvc_hash("data/DFEW", tmp_path) == "feed.dir"
+    assert dvc_hash("data/MAFW", tmp_path) is None

@@ -112,7 +112,9 @@ def git_commit(root: Path) -> str:
 
 
 def dvc_hash(data_root: str | None, root: Path) -> str | None:
-    """md5 of the data as DVC recorded it (``<root>.dvc`` or dvc.lock); None when DVC does not track it."""
+    """md5 of the data as DVC recorded it (``<root>.dvc`` or dvc.lock; ``<folder md5>:<subpath>`` for data
+    inside a versioned folder); None when DVC does not track it (yet: the first `dvc repro` writes dvc.lock
+    only when it ends)."""
     if not data_root:
         return None
     import yaml
@@ -125,10 +127,14 @@ def dvc_hash(data_root: str | None, root: Path) -> str | None:
                 return str(outs[0]["md5"])
         lock = root / "dvc.lock"
         if lock.is_file():
+            want = data_root.rstrip("/")
             for stage in ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).values():
                 for o in stage.get("outs") or []:
-                    if o.get("path", "").rstrip("/") == data_root.rstrip("/") and o.get("md5"):
+                    path = o.get("path", "").rstrip("/")
+                    if o.get("md5") and path == want:
                         return str(o["md5"])
+                    if o.get("md5") and want.startswith(path + "/"):  # inside a versioned folder (results/synth)
+                        return f"{o['md5']}:{want[len(path) + 1:]}"
     except Exception:
         return None
     return None
