@@ -4,20 +4,14 @@ tests/slurm/setup_slurm.sh starts the cluster (installing slurm from Debian's pa
 root, as on CI) and stop_slurm.sh stops it at the end of the test session (`slurm_cluster` in conftest.py).
 """
 import json
-import os
 import re
-import time
-import shutil
 import subprocess
-import sys
-from pathlib import Path
+import time
 
 import yaml
 
-from workflow_project import clean_checkout, planned, run, shrink, tables_of
+from workflow_project import BIN, clean_checkout, env_for, planned, run, shrink, tables_of
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # The profile as a user types it, plus a short first status check so the tests do not wait 40 s.
 PROFILE = ["--profile", "slurm", "--slurm-init-seconds-before-status-checks", "5"]
 # The test node has 2 CPUs and ~19 GB: shrink the profile's per-rule requests without editing it, the way
@@ -27,23 +21,14 @@ SMALL_NODE = ["--set-resources", *[f"{r}:{k}={v}" for r in GPU_RULES
                                    for k, v in (("cpus_per_gpu", 1), ("mem_mb", 1500), ("runtime", 30))]]
 
 
-def project_copy(dst: Path) -> Path:
-    for name in ("Snakefile", "params.yaml"):
-        shutil.copy(ROOT / name, dst / name)
-    for name in ("rules", "workflow", "slurm"):
-        shutil.copytree(ROOT / name, dst / name)
-    return dst
-
-
 def test_profile_submits_rule_jobs_to_slurm(slurm_cluster, tmp_path):
-    proj = project_copy(tmp_path)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DFER_ROOT": str(proj)}
+    proj = clean_checkout(tmp_path / "project")
+    env = env_for(proj)
     subprocess.run([str(BIN / "dfer"), "synth", "--datasets", "RAF-DB", "--out", "results/synth", "--quiet"],
                    cwd=proj, env=env, check=True, timeout=300)
-    # The command a user types, plus a short first status check so the test does not wait 40 s.
     proc = subprocess.run(
-        ["timeout", "-s", "INT", "-k", "30", "420", str(BIN / "snakemake"), "--profile", "slurm",
-         "--slurm-init-seconds-before-status-checks", "5", "results/data_check/RAF-DB.txt"],
+        ["timeout", "-s", "INT", "-k", "30", "420", str(BIN / "snakemake"), "results/data_check/RAF-DB.txt",
+         *PROFILE],
         cwd=proj, env=env, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
@@ -91,7 +76,7 @@ def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
     runs = planned(proj, tmp_path)
     h = next(h for h, r in runs.items() if r["name"] == "nr_dfernet/DFEW/fold1")
     target = f"results/runs/{h}/eval.json"
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DFER_ROOT": str(proj)}
+    env = env_for(proj)
     workflow = subprocess.Popen([str(BIN / "snakemake"), target, *PROFILE, *SMALL_NODE], cwd=proj, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -28,8 +28,8 @@ def test_dvc_repro_renders_every_table_and_figure_from_runs(reproduced):
     for table in tables:
         md = (proj / f"results/tables/{table}.md").read_text()
         assert "Data: **synthetic**" in md, table
-        assert (proj / f"results/tables/{table}.tex").read_text().startswith("%") or "\\begin" in \
-            (proj / f"results/tables/{table}.tex").read_text()
+        tex = (proj / f"results/tables/{table}.tex").read_text()
+        assert tex.startswith("%") or "\\begin" in tex
         rows = list(csv.DictReader(io.StringIO((proj / f"results/tables/{table}.csv").read_text())))
         measured = [r for r in rows if r["runs"] or r["metric"] in ("ion", "params_m")]
         assert measured, table
