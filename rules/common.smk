@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from dfer.config import config_hash, resolve
+from dfer.config import config_hash, preset_notice, resolve, stage_params, write_stage_params
 from dfer.workflow.restore import settle_restored_outputs
 from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_alignment, write_json, write_run_config
 
@@ -16,9 +16,13 @@ from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_
 if workflow.is_main_process:
     settle_restored_outputs(workflow.basedir)
 
-# `config` is params.yaml (configfile) plus --config overrides; resolve() applies the preset and
-# validates it against workflow/schemas/params.schema.yaml.
-PARAMS = resolve(config)
+# `config` is params.yaml (configfile) with --config overrides merged in; resolve() applies the preset, then
+# the overrides again (they win over the preset), and validates against workflow/schemas/params.schema.yaml.
+# This is the only place the preset is resolved: jobs read their stage's file (results/config/<stage>.yaml,
+# rule stage_params) or their run config, never params.yaml.
+PARAMS = resolve(config, workflow.config_settings.overwrite_config)
+if workflow.is_main_process:
+    print(preset_notice(PARAMS), file=sys.stderr)
 PLAN = build_plan(PARAMS, load_tables("workflow/tables.yaml"))
 RUNS = PLAN.runs
 TABLES = sorted((t for t in PLAN.cells if t.startswith("table_")), key=lambda t: int(t.split("_")[1]))
@@ -60,9 +64,7 @@ def data_ready(dataset):
 
 
 def detector_weights():
-    align = PARAMS.get("align", {}) or {}
-    det = align.get("detector", {}) if isinstance(align.get("detector"), dict) else {}
-    return det.get("weights") or align.get("detector_weights") or "results/align/detector/model.pt"
+    return PARAMS["align"]["detector"]["weights"] or "results/align/detector/model.pt"
 
 
 def frames_of(dataset):
@@ -70,25 +72,37 @@ def frames_of(dataset):
     return [f"results/align/{dataset}"] if needs_alignment(PARAMS, dataset) else []
 
 
-def section(name):
-    """A stage's params section as a rule param (changing it re-runs that stage's jobs)."""
-    return lookup(dpath=name, within=PARAMS, default={})
+# The params sections each stage command reads, written once per stage by rule stage_params. The file is a
+# plain (non-ancient) input of the stage's jobs: when a section changes, stage_params re-runs (params
+# trigger) and so does every job of that stage.
+STAGE_SECTIONS = {
+    "synth": ["seed", "synth"],
+    "check_data": ["data"],
+    "train_detector": ["seed", "data", "align"],
+    "align": ["data", "align"],
+    "train_landmarks": ["seed", "data", "landmarks"],
+    "extract_features": ["data", "landmarks"],
+}
+
+
+def stage_file(stage):
+    return f"results/config/{stage}.yaml"
 
 
 def run_inputs(wildcards):
     """Everything a run needs before it starts: config, data, landmark features, upstream checkpoint."""
     cfg = RUNS[wildcards.hash].config
-    datasets = [cfg["dataset"], *cfg.get("eval_datasets", [])]
+    datasets = [cfg["dataset"], *cfg["eval_datasets"]]
     inputs = {"config": ancient(f"results/runs/{wildcards.hash}/config.yaml"),
               "data": sorted({data_ready(d) for d in datasets}),
               "frames": sorted({f for d in datasets for f in frames_of(d)})}
-    init = cfg["model"].get("init")
+    init = cfg["model"]["init"]
     if init and init.startswith("results/"):
         inputs["init"] = init
-    if cfg.get("landmarks"):
+    if cfg["landmarks"]:
         if cfg["landmarks"]["weights"].startswith("results/"):
             inputs["landmarks"] = cfg["landmarks"]["weights"]
-        if cfg["data"].get("features"):  # the run's own dataset (cross-dataset tests compute them on the fly)
+        if cfg["data"]["features"]:  # the run's own dataset (cross-dataset tests compute them on the fly)
             inputs["features"] = cfg["data"]["features"]
     return inputs
 
@@ -99,10 +113,6 @@ def feature_inputs(wildcards):
     if weights.startswith("results/"):
         inputs["weights"] = weights
     return inputs
-
-
-def table_runs(table):
-    return PLAN.closure(PLAN.table_runs(table))
 
 
 def table_inputs(wildcards):

@@ -1,20 +1,37 @@
-# Data: generate the synthetic mini-benchmark (synthetic preset) or check that real data is readable.
+# Data: generate the synthetic mini-benchmark (synthetic preset) or check that real data is readable; and the
+# resolved params each stage command reads (results/config/<stage>.yaml).
+
+
+rule stage_params:
+    output:
+        "results/config/{stage}.yaml",
+    params:
+        settings=lambda wildcards: stage_params(PARAMS, STAGE_SECTIONS[wildcards.stage]),
+    wildcard_constraints:
+        stage="|".join(STAGE_SECTIONS),
+    log:
+        "results/logs/config/{stage}.log",
+    localrule: True
+    run:
+        write_stage_params(PARAMS, STAGE_SECTIONS[wildcards.stage], output[0], wildcards.stage)
 
 
 rule synth:
+    input:
+        params=stage_file("synth"),
     output:
         directory("results/synth"),
-    params:
-        settings=section("synth"),
     log:
         "results/logs/synth.log",
     message:
         "Generating the synthetic benchmark in the real datasets' formats"
     shell:
-        "dfer synth --out {output} > {log} 2>&1"
+        "dfer synth --params {input.params} --out {output} > {log} 2>&1"
 
 
 rule check_data:
+    input:
+        params=stage_file("check_data"),
     output:
         "results/data_check/{dataset}.txt",
     params:
@@ -24,4 +41,4 @@ rule check_data:
     message:
         "Checking {wildcards.dataset} at {params.root}"
     shell:
-        "dfer check-data {wildcards.dataset} > {output} 2> {log}"
+        "dfer check-data {wildcards.dataset} --params {input.params} > {output} 2> {log}"

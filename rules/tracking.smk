@@ -6,11 +6,11 @@ rule mlflow_init:
         "results/mlflow/parents.json",
     params:
         tables={t: PLAN.titles[t] for t in TABLES},
-        settings=section("mlflow"),
+        settings=PARAMS["mlflow"],
     log:
         "results/logs/mlflow_init.log",
     localrule: True
     run:
         from dfer.workflow.tracking import init_tracking
 
-        init_tracking(params.tables, output[0], PARAMS.get("mlflow"))
+        init_tracking(params.tables, output[0], PARAMS["mlflow"])

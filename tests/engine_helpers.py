@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # One colour per class: a learnable signal for a tiny model in a few steps.
 PALETTE = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [220, 220, 40], [220, 40, 220],
                     [40, 220, 220], [130, 130, 130]], dtype=np.float32)
@@ -38,35 +40,46 @@ def write_dfew(root: Path, n_train: int = 28, n_test: int = 14, frames: int = 6,
     return root
 
 
-def run_config(data_root: Path, out: Path, **over) -> dict:
-    """A complete run config for the tiny S2D model on the tiny DFEW (landmark net on the fly, random init)."""
-    cfg = {
-        "name": "test/s2d/DFEW/fold1", "task": "dfer", "method": "s2d", "dataset": "DFEW", "fold": 1,
-        "eval_datasets": [], "seed": 0,
-        "data": {"root": str(data_root), "format": "s2d", "frames": "Clip/clip_224x224_16f",
-                 "frame_order": "natural", "subset": None, "num_frames": 4, "sampling_rate": 1,
-                 "input_size": 32, "test_views": {"temporal": 2, "spatial": 2}, "oversample": False,
-                 "features": None},
-        "model": {"name": "s2d_tiny", "kwargs": {"fusion": "mcp", "adapter": "tma", "embed_dim": 32, "depth": 2,
-                                                 "num_heads": 2, "adapter_heads": 2, "patch_size": 16},
-                  "init": None, "init_format": "dfer"},
-        "landmarks": {"backbone": "MobileFaceNet", "weights": None},
-        "train": {"epochs": 2, "batch_size": 4, "lr": 1.0e-3, "min_lr": 1.0e-6, "warmup_lr": 1.0e-6,
-                  "warmup_epochs": 1, "weight_decay": 0.05, "betas": [0.9, 0.999], "loss": "onehot",
-                  "label_smoothing": 0.1, "sdl": {"k": 2, "queue_size": 4, "schedule": "paper", "update": "paper"},
-                  "augment": {"hflip": True, "random_resized_crop": False, "rand_augment": None, "mixup": 0.0,
-                              "cutmix": 0.0, "random_erasing": 0.0},
-                  "amp": True, "num_workers": 0, "freeze": "none"},
-        "evaluate": {"select": "last"},
-        "output_dir": str(out),
-    }
-    for key, value in over.items():
-        node = cfg
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node = node[p]
-        node[parts[-1]] = value
-    return cfg
+# A tiny S2D for CPU seconds (the registry's s2d_tiny, narrower and shallower).
+TINY = {"model.kwargs.embed_dim": 32, "model.kwargs.depth": 2, "model.kwargs.num_heads": 2,
+        "model.kwargs.adapter_heads": 2, "model.kwargs.patch_size": 16}
+# No landmark branch: the fastest model (most engine tests need no landmark net).
+FAST = {"model.kwargs.fusion": "none", "landmarks": None}
+
+
+def run_config(data_root: Path, out: Path, set_: dict | None = None) -> dict:
+    """The real run config of S2D on DFEW fold 1 (params.yaml, synthetic preset, as the planner makes it),
+    shrunk for a CPU test: the tiny DFEW at ``data_root``, 4-frame 32 px clips, a tiny model, 2 epochs of
+    batch 4, no init, landmark features computed on the fly. ``set_``: dotted overrides, as a table cell's
+    ``set:`` in workflow/tables.yaml."""
+    from dfer.config import load_params, set_path
+    from dfer.engine.runconfig import check
+    from dfer.workflow.plan import method_run_config
+
+    cfg = method_run_config(load_params(ROOT / "params.yaml"), "s2d", "DFEW", fold=1)
+    shrink = {"name": "test/s2d/DFEW/fold1", "output_dir": str(out), "data.root": str(data_root),
+              "data.frames": "Clip/clip_224x224_16f", "data.features": None, "data.num_frames": 4,
+              "data.input_size": 32, "model.init": None, "model.init_dataset": None, **TINY,
+              "train.epochs": 2, "train.gpus": 1, "train.batch_size": 4, "train.total_batch": 4, "train.lr": 1.0e-3,
+              "train.min_lr": 1.0e-6, "train.warmup_epochs": 1, "train.loss": "onehot", "train.sdl.queue_size": 4,
+              "train.augment.hflip": True, "train.freeze": "none", "tracking.tracking_uri": "sqlite:///unused.db"}
+    for key, value in {**shrink, **(set_ or {})}.items():
+        set_path(cfg, key.split("."), value)
+    return check(cfg, source="engine_helpers.run_config")
+
+
+def landmark_weights(folder: Path, backbone: str = "MobileNetV2_56") -> dict:
+    """A run config's ``landmarks`` entry with small weights the test makes itself (a seeded, untrained net in
+    the official checkpoint format: ``{'state_dict': ...}``)."""
+    import torch
+
+    from dfer.landmarks.registry import build_landmark_net
+
+    path = Path(folder) / f"{backbone}.pth.tar"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": build_landmark_net(backbone, None, seed=0).state_dict()}, path)
+    return {"backbone": backbone, "weights": str(path)}
 
 
 def write_config(cfg: dict, path: Path) -> Path:

@@ -170,7 +170,10 @@ def trained_detector(tiny_dataset, tmp_path_factory):
     root, train = split_clips("MAFW", entry, "train", 1)
     _, test = split_clips("MAFW", entry, "test", 1)
     out = tmp_path_factory.mktemp("detector")
-    report = train_detector(root, train, test, out, {"input_size": 64, "frames_per_clip": 10, "epochs": 25,
+    from dfer.config import load_params
+
+    settings = load_params()["align"]["train"]  # the real recipe, shrunk for the tiny clips
+    report = train_detector(root, train, test, out, {**settings, "input_size": 64, "frames_per_clip": 10, "epochs": 25,
                                                        "batch_size": 16, "lr": 5e-3, "threads": 1,
                                                        "crop_scale": [0.8, 1.0]})
     return out / "model.pt", report

@@ -173,11 +173,18 @@ def test_sfer_checkpoint_initialises_dfer_model(tmp_path):
     sfer = create_model("sfer_tiny", num_classes=7, embed_dim=64, depth=3, num_heads=4).eval()
     path = save_checkpoint(sfer, tmp_path / "sfer.pt")
     dfer = create_model("s2d_tiny", num_classes=11, adapter_init="zero", **CFG).eval()
+    own_temporal = dfer.temporal_embedding.detach().clone()
     report = load_pretrained(dfer, path, format="dfer", verbose=False)
-    assert "repeated" in report.adapted["temporal_embedding"]
-    assert {k for k in report.missing if "TMA" not in k} == {"head.fc_cls.weight", "head.fc_cls.bias"}
+    # official: the SFER model has no temporal module, so the DFER temporal embedding keeps its own init
+    assert "one-frame" in report.dropped["temporal_embedding"]
+    assert torch.equal(dfer.temporal_embedding, own_temporal)
+    assert {k for k in report.missing if "TMA" not in k} == {"head.fc_cls.weight", "head.fc_cls.bias",
+                                                             "temporal_embedding"}
     assert any("TMA.T_Adapter" in k for k in report.missing)
-    # zero-initialised TMAs: a clip of one repeated image gives the SFER model's feature for that image
+    # zero-initialised TMAs and the SFER temporal embedding in every frame: a clip of one repeated image gives
+    # the SFER model's feature for that image (the image and video models compute the same function)
+    with torch.no_grad():
+        dfer.temporal_embedding.copy_(sfer.temporal_embedding.expand_as(dfer.temporal_embedding))
     img, lmk = torch.randn(B, 3, 112, 112), torch.randn(B, 128, 14, 14)
     clip = img.unsqueeze(2).expand(-1, -1, T, -1, -1)
     with torch.no_grad():
@@ -236,3 +243,33 @@ def test_factory_loads_pretrained_path(tmp_path):
     x, lmk = inputs()
     with torch.no_grad():
         assert torch.equal(a(x, lmk)[0], b(x, lmk)[0])
+
+
+@pytest.mark.parametrize("policy", ["fresh", "remap"])
+def test_classifier_transfer_keeps_class_identity(tmp_path, policy):
+    """An AffectNet-7 head (Neutral, Happy, Sad, ...) must not initialise the DFEW head (Happy, Sad, Neutral, ...)
+    row for row: `fresh` re-initialises it, `remap` copies each row to the class of the same name."""
+    from dfer.data.labels import classes
+
+    torch.manual_seed(0)
+    sfer = create_model("sfer_tiny", num_classes=7, embed_dim=64, depth=3, num_heads=4)
+    path = save_checkpoint(sfer, tmp_path / "sfer.pt")
+    src, dst = classes("AffectNet-7"), classes("DFEW")
+    assert src != dst and sorted(map(str.lower, src)) != sorted(map(str.lower, dst))  # same emotions, other order
+    dfer = create_model("s2d_tiny", num_classes=7, **CFG)
+    before = dfer.head.fc_cls.weight.detach().clone()
+    report = load_pretrained(dfer, path, format="dfer", verbose=False, head=policy, classes=(src, dst))
+    w_src, w_dst = sfer.head.fc_cls.weight.detach(), dfer.head.fc_cls.weight.detach()
+    if policy == "fresh":
+        assert torch.equal(w_dst, before) and "head.*" in report.dropped
+    else:
+        from dfer.data.labels import canonical
+
+        for j, name in enumerate(dst):
+            i = [canonical(c) for c in src].index(canonical(name))
+            assert torch.equal(w_dst[j], w_src[i]), name
+        assert not torch.equal(w_dst, w_src)  # a plain row copy would be wrong here
+    # the default (loading a model for its own classes) keeps the head as it is
+    same = create_model("sfer_tiny", num_classes=7, embed_dim=64, depth=3, num_heads=4)
+    load_pretrained(same, path, format="dfer", verbose=False)
+    assert torch.equal(same.head.fc_cls.weight, w_src)

@@ -10,7 +10,7 @@ import torch
 from dfer.config import load_params
 from dfer.data import video
 from dfer.data.adapters import Sample
-from dfer.data.datasets import ImageDataset, VideoClipDataset, balanced_sampler, dataset_from_params
+from dfer.data.datasets import ImageDataset, VideoClipDataset, balanced_sampler, run_dataset
 from dfer.data.errors import DataError
 from dfer.data.sampling import test_views, train_indices
 from dfer.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -164,7 +164,7 @@ def test_balanced_sampler_oversamples_rare_classes():
     assert all(800 < counts[c] < 1200 for c in (0, 1, 2))
 
 
-def test_dataset_from_params_composes_the_real_params(tmp_path):
+def test_run_dataset_reads_a_real_run_configs_data_section(tmp_path):
     root = tmp_path / "DFEW"
     for cid in ("00001", "00002"):
         folder = root / "Clip/clip_224x224_16f" / cid
@@ -174,16 +174,20 @@ def test_dataset_from_params_composes_the_real_params(tmp_path):
     split = root / "EmoLabel_DataSplit/test(single-labeled)/test_set_1.csv"
     split.parent.mkdir(parents=True)
     split.write_text("video_name,label\n00001,4\n00002,1\n")
-    cfg = load_params(ROOT / "params.yaml", [f"data.datasets.DFEW.root={root}"])
-    ds = dataset_from_params(cfg, "DFEW", "test", fold=1)
+    from dfer.workflow.plan import method_run_config
+
+    params = load_params(ROOT / "params.yaml", [f"data.datasets.DFEW.root={root}"])
+    data = method_run_config(params, "s2d", "DFEW", fold=1)["data"]  # the planner's data section of a real run
+    assert data["root"] == str(root)
+    ds = run_dataset({**data, "features": None}, "DFEW", "test", 1, mode="test")
     assert isinstance(ds, VideoClipDataset) and len(ds) == 2 * 4 and ds.labels == [4, 1]
-    run_cfg = {"data": {**cfg["data"]["datasets"]["DFEW"], "num_frames": 8, "input_size": 32,
-                        "test_views": {"temporal": 1, "spatial": 1}, "frame_order": "lexicographic"},
-               "train": {"augment": {"hflip": True}}}
-    ds = dataset_from_params(run_cfg, "DFEW", "test", fold=1)
+    small = {**data, "num_frames": 8, "input_size": 32, "test_views": {"temporal": 1, "spatial": 1},
+             "frame_order": "lexicographic", "features": None}
+    ds = run_dataset(small, "DFEW", "test", 1, mode="test", augment={"hflip": True})
     assert len(ds) == 2 and ds[0]["video"].shape == (3, 8, 32, 32)
-    assert ds.samples[0].frame_order == "lexicographic"
-    assert dataset_from_params(run_cfg, "DFEW", "test", fold=1, mode="train").augment.hflip
+    assert ds.samples[0].frame_order == "lexicographic" and not ds.augment.hflip  # no augmentation at test
+    aug = {**params["train"]["augment"], "hflip": True}
+    assert run_dataset(small, "DFEW", "test", 1, mode="train", augment=aug).augment.hflip
 
 
 def test_video_cutmix_pastes_the_same_box_into_every_frame():

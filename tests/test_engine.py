@@ -10,16 +10,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_helpers import run_config, write_config, write_dfew  # noqa: E402
+from engine_helpers import FAST, landmark_weights, run_config, write_config, write_dfew  # noqa: E402
 
 from dfer.cli import main as dfer  # noqa: E402
 from dfer.engine import checkpointing as ck  # noqa: E402
 from dfer.engine.evaluate import load_weights, evaluation_dataset  # noqa: E402
 from dfer.engine.loop import build_landmarks, build_model, predict_views  # noqa: E402
-from dfer.engine.runconfig import complete  # noqa: E402
 from dfer.engine.train import epoch_seed  # noqa: E402
-
-FAST = dict(model__kwargs__fusion="none", landmarks=None)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +33,8 @@ def test_train_with_landmarks_writes_outputs_and_evaluation_averages_view_softma
     data = write_dfew(tmp_path / "DFEW", n_train=8, n_test=5, frames=4)
     out = tmp_path / "run"
     # MCP fusion: the frozen landmark net runs on the batch; 2-frame clips keep it fast
-    cfg = run_config(data, out, train__epochs=1, data__num_frames=2,
-                     landmarks={"backbone": "MobileNetV2_56", "weights": None})  # the smallest landmark net
+    cfg = run_config(data, out, {"train.epochs": 1, "data.num_frames": 2,
+                                 "landmarks": landmark_weights(tmp_path)})  # the smallest landmark net
     assert _train(cfg, tmp_path / "run.yaml") == 0
     for name in ("model.pt", "metrics.jsonl", "eval.json", "confusion.png", "predictions.csv", "features.npy",
                  "predictions.npz", "done.json"):
@@ -49,11 +46,10 @@ def test_train_with_landmarks_writes_outputs_and_evaluation_averages_view_softma
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # predictions.csv = the mean of the 4 views' softmax, recomputed here view by view
-    full = complete(cfg)
-    model = build_model(full, init=False)
+    model = build_model(cfg, init=False)
     load_weights(model, out / "model.pt")
-    ds = evaluation_dataset(full)
-    views = predict_views(model, ds, torch.device("cpu"), 3, build_landmarks(full), show=False)
+    ds = evaluation_dataset(cfg)
+    views = predict_views(model, ds, torch.device("cpu"), 3, build_landmarks(cfg), show=False)
     assert np.bincount(views.sample_index).tolist() == [4] * 5
     with open(out / "predictions.csv") as f:
         table = list(csv.DictReader(f))
@@ -72,7 +68,7 @@ def test_train_with_landmarks_writes_outputs_and_evaluation_averages_view_softma
 def test_same_seed_same_results_different_seed_different_weights(data, tmp_path):
     outs = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        cfg = run_config(data, tmp_path / name, seed=seed, train__epochs=1, **FAST)
+        cfg = run_config(data, tmp_path / name, {"seed": seed, "train.epochs": 1, **FAST})
         assert _train(cfg, tmp_path / f"{name}.yaml") == 0
         outs.append(tmp_path / name)
     w = [torch.load(o / "model.pt", weights_only=True)["model"] for o in outs]
@@ -87,7 +83,7 @@ def test_same_seed_same_results_different_seed_different_weights(data, tmp_path)
 
 def test_finished_run_is_skipped_and_never_overwritten_by_a_failing_rerun(data, tmp_path, capsys):
     out = tmp_path / "run"
-    cfg = run_config(data, out, train__epochs=1, **FAST)
+    cfg = run_config(data, out, {"train.epochs": 1, **FAST})
     assert _train(cfg, tmp_path / "run.yaml") == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     capsys.readouterr()
@@ -110,16 +106,15 @@ def test_finished_run_is_skipped_and_never_overwritten_by_a_failing_rerun(data, 
 
 def test_freezing_mixup_and_best_on_test_selection(data, tmp_path, capsys):
     out = tmp_path / "run"
-    cfg = run_config(data, out, train__epochs=2, train__freeze="auto", train__validate_every_epoch=True,
-                     train__augment={"hflip": True, "mixup": 0.8, "cutmix": 1.0}, **FAST)
+    cfg = run_config(data, out, {"train.epochs": 2, "train.freeze": "auto", "train.validate_every_epoch": True,
+                                 "train.augment.mixup": 0.8, "train.augment.cutmix": 1.0, **FAST})
     assert _train(cfg, tmp_path / "run.yaml") == 0
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert all("val_uar" in r and "val_war" in r for r in rows)
     assert (out / "best.pt").is_file()
     # S2D DFER: the ViT blocks stay at their initial values, MCP/TMA/head move
-    full = complete(cfg)
     ck.seed_everything(epoch_seed(0, 0, -1))
-    init = build_model(full).state_dict()
+    init = build_model(cfg).state_dict()
     trained = torch.load(out / "model.pt", weights_only=True)["model"]
     assert torch.equal(init["blocks.0.attn.qkv.weight"], trained["blocks.0.attn.qkv.weight"])
     assert torch.equal(init["patch_embed.proj.weight"], trained["patch_embed.proj.weight"])
@@ -139,7 +134,8 @@ def test_freezing_mixup_and_best_on_test_selection(data, tmp_path, capsys):
 
 
 def test_best_on_test_needs_validation_every_epoch(data, tmp_path, capsys):
-    cfg = run_config(data, tmp_path / "run", evaluate={"select": "best_on_test"}, **FAST)
+    cfg = run_config(data, tmp_path / "run", FAST)
+    cfg["evaluate"]["select"] = "best_on_test"  # without train.validate_every_epoch: refused
     assert _train(cfg, tmp_path / "run.yaml") == 2
     assert "validate_every_epoch" in capsys.readouterr().err
 
@@ -149,7 +145,7 @@ def test_predict_on_a_video_file_with_our_checkpoint(data, tmp_path, capsys):
     from engine_helpers import PALETTE
 
     out = tmp_path / "run"
-    cfg = run_config(data, out, train__epochs=1, **FAST)
+    cfg = run_config(data, out, {"train.epochs": 1, **FAST})
     assert _train(cfg, tmp_path / "run.yaml") == 0
     frames = np.repeat(np.full((1, 32, 32, 3), PALETTE[2], dtype=np.uint8), 10, axis=0)
     video = write_video(tmp_path / "mine.mp4", frames, fps=10)

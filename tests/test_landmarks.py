@@ -273,7 +273,10 @@ def test_training_lowers_ion_and_writes_official_format(tmp_path):
     root = tmp_path / "DFEW"
     make_dfew_like(root, n_clips=24, n_frames=4, size=80)
     samples = dfew_samples(root)
-    cfg = {"frames_per_clip": 4, "test_percent": 25, "epochs": 12, "batch_size": 16, "lr": 3e-3,
+    from dfer.config import load_params
+
+    cfg = {**load_params()["landmarks"]["train"], "frames_per_clip": 4, "test_percent": 25, "epochs": 12,
+           "batch_size": 16, "lr": 3e-3, "max_train_frames": None, "max_test_frames": None,
            "augment": {"rotate": 5, "scale": 0.05, "shift": 0.03, "hflip": True}}
     untrained = lt.run("MobileNetV2_56", samples, {"DFEW": root}, tmp_path / "init", {**cfg, "epochs": 0},
                        progress=False)

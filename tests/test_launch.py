@@ -4,14 +4,12 @@ import json
 import yaml
 
 from dfer.launch import main
-from engine_helpers import run_config, write_dfew
+from engine_helpers import FAST, run_config, write_dfew
 
 
 def test_launch_local_trains_the_run_through_submitit(tmp_path, capsys):
     data = write_dfew(tmp_path / "DFEW")
-    cfg = run_config(data, tmp_path / "run")
-    cfg["model"]["kwargs"]["fusion"] = "none"   # no landmark net: keep the job to seconds
-    cfg["landmarks"] = None
+    cfg = run_config(data, tmp_path / "run", FAST)  # no landmark net: keep the job to seconds
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main([str(path), "--local", "--no-tracking", "--device", "cpu", "--cpus", "1", "--mem-gb", "2"]) == 0

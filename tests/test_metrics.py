@@ -2,12 +2,16 @@
 import math
 
 import numpy as np
+from pathlib import Path
 import pytest
 import torch
 
 from dfer.engine.evaluate import cross_scores
 from dfer.engine.metrics import average_views, confusion_matrix, f1_scores, per_class_recall, summarize, uar, war
 from dfer.engine.schedule import build_optimizer, cosine_schedule, param_groups, scaled_lrs
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_confusion_uar_war_per_class_by_hand():
@@ -65,10 +69,32 @@ def test_cross_dataset_scores_only_shared_classes():
 
 
 def test_linear_scaling_of_learning_rates():
-    lrs = scaled_lrs({"lr": 1e-5, "min_lr": 1e-8, "warmup_lr": 1e-7}, total_batch=16)
+    from dfer.config import load_params
+
+    train = load_params(ROOT / "params.yaml", ["preset=paper"])["train"]  # the official S2D base recipe
+    lrs = scaled_lrs({**train, "warmup_lr": 1e-7}, total_batch=16)
     assert lrs["lr"] == pytest.approx(2e-5)                 # official: lr * total / 8
     assert lrs["min_lr"] == pytest.approx(1e-8 * 16 / 256)   # min/warm-up lr: * total / 256
     assert lrs["warmup_lr"] == pytest.approx(1e-7 * 16 / 256)
+    # MAE-SFER: blr 5e-4 x 32 / 256, min_lr absolute
+    mae = scaled_lrs({**train, "lr": 5e-4, "lr_reference_batch": 256, "min_lr": 1e-6,
+                      "min_lr_reference_batch": None}, total_batch=32)
+    assert mae["lr"] == pytest.approx(6.25e-5) and mae["min_lr"] == pytest.approx(1e-6)
+
+
+def test_layer_decay_scales_each_layers_lr():
+    from dfer.models import create_model
+
+    model = create_model("s2d_tiny", num_classes=7, depth=3, embed_dim=32, num_heads=2, adapter_heads=2)
+    groups = param_groups(model, 0.05, layer_decay=0.5)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert scale[id(named["head.fc_cls.weight"])] == 1.0                        # depth + 1: no decay
+    assert scale[id(named["blocks.2.attn.qkv.weight"])] == 0.5                  # last block
+    assert scale[id(named["blocks.0.attn.qkv.weight"])] == 0.5 ** 3
+    assert scale[id(named["prompt_blocks.0.conv1x1.weight"])] == 0.5 ** 3       # MCP/TMA of layer 0 = block 0
+    assert scale[id(named["patch_embed.proj.weight"])] == 0.5 ** 4              # embeddings
+    assert {g["lr_scale"] for g in param_groups(model, 0.05)} == {1.0}          # 1.0 = off
 
 
 def test_warmup_then_cosine_per_step():
@@ -90,6 +116,6 @@ def test_optimizer_gets_only_trainable_params_and_no_decay_on_bias():
     decay, no_decay = groups[0]["params"], groups[1]["params"]
     assert [p.shape for p in decay] == [torch.Size([2, 3])]
     assert len(no_decay) == 4  # bias0, ln weight/bias, bias2
-    opt = build_optimizer(model, {"weight_decay": 0.05, "betas": [0.9, 0.999]}, lr=1e-3)
+    opt = build_optimizer(model, {"weight_decay": 0.05, "betas": [0.9, 0.999], "layer_decay": 1.0}, lr=1e-3)
     assert opt.defaults["betas"] == (0.9, 0.999)
     assert all(p is not model[0].weight for g in opt.param_groups for p in g["params"])

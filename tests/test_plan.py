@@ -31,7 +31,7 @@ def test_full_s2d_on_dfew_fold1_is_one_run_shared_by_tables_2_to_7():
         cell(plan, "table_3", "MobileFaceNet", "DFEW WAR").runs[0],
         next(c for c in plan.cells["table_4"] if c.row == "MCP" and c.column == "DFEW UAR").runs[0],
         cell(plan, "table_5", "Temporal-Modeling Adapter", "DFEW UAR").runs[0],
-        cell(plan, "table_6", "One-Hot+SDL", "DFEW UAR").runs[0],
+        cell(plan, "table_6", "One-Hot+SDL (S2D, official recipe)", "DFEW UAR").runs[0],
         cell(plan, "table_7", "+MCP +TMA +SDL (S2D)", "DFEW WAR").runs[0],
     }
     assert len(shared) == 1
@@ -80,9 +80,9 @@ def test_dfer_plan_lists_unique_runs_and_cell_counts(capsys):
     expected = plan.closure(plan.table_runs("table_6"))
     assert len(lines) == len(expected)
     m = re.search(r"(\d+) unique runs serve (\d+) cells", err)
-    assert int(m.group(1)) == len(expected) and int(m.group(2)) == 12
+    assert int(m.group(1)) == len(expected) and int(m.group(2)) == 16
     by_hash = {line.split()[0]: int(line.split()[1]) for line in lines}
-    s2d = cell(plan, "table_6", "One-Hot+SDL", "DFEW UAR").runs[0]
+    s2d = cell(plan, "table_6", "One-Hot+SDL (S2D, official recipe)", "DFEW UAR").runs[0]
     assert by_hash[s2d] == len(plan.runs[s2d].cells) > 10
 
 
@@ -139,3 +139,91 @@ def test_training_jobs_declare_every_evaluation_output():
     outputs = outputs[:outputs.index("\n}\n")]
     for name in (*OUTPUT_FILES, "model.pt", "done.json", "metrics.jsonl"):
         assert f'"{name}"' in outputs, name
+
+
+def _project(tmp_path: Path) -> Path:
+    """The workflow files of the project in a scratch folder (the package itself is the installed one)."""
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("rules", "workflow", "profiles"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def _snakemake(proj: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    snakemake = Path(sys.executable).with_name("snakemake")
+    env = {**__import__("os").environ, "DFER_ROOT": str(proj), "DFER_NO_TRACKING": "1",
+           "PATH": f"{snakemake.parent}:{__import__('os').environ['PATH']}"}
+    proc = subprocess.run([str(snakemake), *args], cwd=proj, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def test_paper_preset_plans_only_the_papers_settings(tmp_path):
+    """`--config preset=paper` reaches every job: run configs and stage files hold the paper's data roots,
+    ViT-B models and the official recipes; nothing synthetic is planned."""
+    proj = _project(tmp_path)
+    _snakemake(proj, "-c1", "results/plan/runs.json", "results/config/check_data.yaml", "--config", "preset=paper")
+    configs = sorted((proj / "results/runs").glob("*/config.yaml"))
+    plan = make_plan(["preset=paper"])
+    assert len(configs) == len(plan.runs) > 80
+    by_name = {}
+    for path in configs:
+        text = path.read_text()
+        assert "results/synth" not in text and "_tiny" not in text, path
+        cfg = yaml.safe_load(text)
+        by_name[cfg["name"]] = cfg
+        assert cfg["train"]["epochs"] == 100 and cfg["data"]["root"].startswith("data/")
+    dfew, ferv = by_name["s2d/DFEW/fold1"], by_name["s2d/FERV39K"]
+    # scripts/ft_dfew.sh: Mixup/CutMix, smoothing 0.1, no SDL; 2 GPUs x 8, lr 1e-5 (x 16/8 at run time)
+    assert dfew["train"]["loss"] == "label_smoothing" and dfew["train"]["label_smoothing"] == 0.1
+    assert dfew["train"]["augment"]["mixup"] == 0.8 and dfew["train"]["augment"]["cutmix"] == 1.0
+    assert (dfew["train"]["gpus"], dfew["train"]["batch_size"], dfew["train"]["total_batch"]) == (2, 8, 16)
+    assert dfew["model"]["kwargs"]["fusion"] == "mcp" and "head_dropout" not in dfew["model"]["kwargs"]
+    # scripts/ft_ferv39k.sh: --sdl --sdl_update_freq 100 --dropout_ratio 0 --smoothing 0 --ban_mixup
+    assert ferv["train"]["loss"] == "onehot_sdl" and ferv["train"]["label_smoothing"] == 0.0
+    assert ferv["train"]["augment"]["mixup"] == 0.0 and ferv["train"]["augment"]["cutmix"] == 0.0
+    assert ferv["train"]["sdl"] == {"k": 2, "queue_size": 16, "schedule": "official", "update": "official",
+                                    "update_freq": 100}
+    assert ferv["model"]["kwargs"]["head_dropout"] == 0.0
+    # the SFER model: the MAE-SFER fine-tuning recipe
+    sfer = by_name["sfer/AffectNet-7"]["train"]
+    assert (sfer["total_batch"], sfer["lr"], sfer["lr_reference_batch"], sfer["layer_decay"], sfer["drop_path"]) == \
+        (32, 5.0e-4, 256, 0.65, 0.1)
+    small = next(c for n, c in by_name.items() if n.startswith("sfer/AffectNet-7+count="))
+    assert small["data"]["subset"] == {"count": 12271, "seed": 0}
+    stage = yaml.safe_load((proj / "results/config/check_data.yaml").read_text())
+    assert stage["resolved"]["preset"] == "paper"
+    assert all(not e["root"].startswith("results/") for e in stage["params"]["data"]["datasets"].values())
+    dry = _snakemake(proj, "-n", "all_tables", "--config", "preset=paper")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M))
+    assert counts["check_data"] == "7" and int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(plan.runs)
+    assert not {"synth", "train_landmarks", "train_detector", "align", "extract_features"} & set(counts), counts
+    # A job of the paper preset runs on a (tiny) real-layout dataset with the stage file Snakemake wrote.
+    from engine_helpers import write_dfew
+
+    write_dfew(proj / "data/DFEW")
+    _snakemake(proj, "-c1", "results/data_check/DFEW.txt", "--config", "preset=paper",
+               "data={datasets: {DFEW: {folds: [1]}}}")
+    assert "DFEW: ok" in (proj / "results/data_check/DFEW.txt").read_text()
+
+
+def test_a_config_override_reaches_the_stage_command(tmp_path):
+    """`snakemake --config synth=...` is what `dfer synth` runs with (through results/config/synth.yaml), the
+    same override is a no-op the second time, and another value re-runs the stage."""
+    proj = _project(tmp_path)
+    over = ["--config", "synth={scale: 0.05, datasets: [RAF-DB]}"]
+    _snakemake(proj, "-c1", "results/synth", *over)
+    stage = yaml.safe_load((proj / "results/config/synth.yaml").read_text())
+    assert stage["params"]["synth"]["scale"] == 0.05 and stage["params"]["synth"]["datasets"] == ["RAF-DB"]
+    assert stage["resolved"]["not_from_params_yaml"]["synth.scale"] == "override"
+    log = (proj / "results/logs/synth.log").read_text()
+    items = int(re.search(r"^RAF-DB: (\d+) items", log, re.M).group(1))
+    assert items <= 30  # 400 images at scale 1
+    assert sorted(p.name for p in (proj / "results/synth").iterdir() if not p.name.startswith(".")) == ["RAF-DB"]
+    again = _snakemake(proj, "-n", "results/synth", *over)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    other = _snakemake(proj, "-n", "results/synth", "--config", "synth={scale: 0.06, datasets: [RAF-DB]}")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", other.stdout, re.M))
+    assert counts.get("stage_params") == "1" and counts.get("synth") == "1"

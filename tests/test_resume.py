@@ -11,19 +11,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_helpers import run_config, write_config, write_dfew  # noqa: E402
+from engine_helpers import FAST, run_config, write_config, write_dfew  # noqa: E402
 
 DFER = [sys.executable, "-m", "dfer.cli", "train", "--no-tracking", "--quiet", "--device", "cpu"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "DFER_NO_TRACKING": "1"}
 STABLE = ("epoch", "train_loss", "lr")  # time and clips/s differ between runs
 
 
-def _cfg(tmp_path: Path, name: str, epochs: int = 4, **over) -> Path:
+def _cfg(tmp_path: Path, name: str, epochs: int = 4, set_: dict | None = None) -> Path:
     data = tmp_path / "DFEW"
     if not data.exists():
         write_dfew(data, n_train=24, n_test=7)
-    cfg = run_config(data, tmp_path / name, model__kwargs__fusion="none", landmarks=None, train__epochs=epochs,
-                     **over)
+    cfg = run_config(data, tmp_path / name, {**FAST, "train.epochs": epochs, **(set_ or {})})
     return write_config(cfg, tmp_path / f"{name}.yaml")
 
 
@@ -76,11 +75,11 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(tmp_pa
 
 def test_sigterm_saves_mid_epoch_and_exits_nonzero_then_resumes_identically(tmp_path):
     # SDL + oversampling: the queues and the balanced sampler's position must survive the restart too.
-    over = dict(train__loss="onehot_sdl", data__oversample=True, epochs=10)  # long enough to be stopped
-    ref = _cfg(tmp_path, "ref", **over)
+    over = {"train.loss": "onehot_sdl", "data.oversample": True}
+    ref = _cfg(tmp_path, "ref", 10, over)  # long enough to be stopped
     subprocess.run(DFER + ["--config", str(ref)], check=True, env=ENV, capture_output=True)
 
-    cfg = _cfg(tmp_path, "term", **over)
+    cfg = _cfg(tmp_path, "term", 10, over)
     out = tmp_path / "term"
     proc = subprocess.Popen(DFER + ["--config", str(cfg)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -17,8 +17,18 @@ from dfer.data.synth.generate import DATASETS, generate
 from dfer.data.synth.writers import FOLDS
 
 # Small but complete: every dataset, every class (the per-class floors keep all classes in every fold).
-SMALL = {"scale": 0.1, "dfew": {"size": 64}, "mafw": {"width": 160, "height": 128, "frames": [24, 28]},
-         "ferv39k": {"size": 64, "frames": [6, 10]}, "affectnet": {"image_size": [96, 112], "train": 1100}}
+def settings(over: dict) -> dict:
+    """params.yaml's `synth` section (every setting) with ``over`` merged in."""
+    from dfer.config import deep_merge, load_params
+
+    return deep_merge(load_params()["synth"], over)
+
+
+SMALL = settings({"scale": 0.1, "dfew": {"clips": 300, "size": 64},
+                  "mafw": {"clips": 160, "width": 160, "height": 128, "frames": [24, 28]},
+                  "ferv39k": {"clips": 200, "size": 64, "frames": [6, 10]},
+                  "affectnet": {"image_size": [96, 112], "train": 1100, "validation_per_class": 40},
+                  "rafdb": {"images": 700}, "ferplus": {"images": 700}})
 SEED = 3
 
 
@@ -260,7 +270,7 @@ def test_same_seed_gives_identical_files(synth, tmp_path):
 def test_failed_run_keeps_previous_dataset(tmp_path, monkeypatch):
     from dfer.data.synth.writers import WRITERS
 
-    generate(tmp_path, ["RAF-DB"], 0, {"scale": 0.05}, progress=False)
+    generate(tmp_path, ["RAF-DB"], 0, settings({"scale": 0.05}), progress=False)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
 
     def broken(tmp, final, cfg, diff, seed, progress):
@@ -269,13 +279,13 @@ def test_failed_run_keeps_previous_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setitem(WRITERS, "RAF-DB", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        generate(tmp_path, ["RAF-DB"], 0, {"scale": 0.05}, progress=False)
+        generate(tmp_path, ["RAF-DB"], 0, settings({"scale": 0.05}), progress=False)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     # a killed run's leftovers (dead pid) are cleaned up by the next run
     stale = tmp_path / ".RAF-DB.tmp-999999999"
     stale.mkdir()
     monkeypatch.undo()
-    generate(tmp_path, ["RAF-DB"], 0, {"scale": 0.05}, progress=False)
+    generate(tmp_path, ["RAF-DB"], 0, settings({"scale": 0.05}), progress=False)
     assert not stale.exists() and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 

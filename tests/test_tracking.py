@@ -11,7 +11,9 @@ from dfer.workflow.tracking import HASH_TAG, Tracker, TrackingWarning, init_trac
 
 CFG = {"name": "s2d/DFEW/fold1", "task": "dfer", "method": "s2d", "dataset": "DFEW", "fold": 1,
        "data": {"root": "data/DFEW"}, "model": {"name": "s2d_tiny", "kwargs": {"fusion": "mcp"}},
-       "train": {"epochs": 2, "lr": 0.001}, "output_dir": "results/runs/x"}
+       "train": {"epochs": 2, "lr": 0.001}, "output_dir": "results/runs/x",
+       "tracking": {"tracking_uri": "sqlite:///results/mlflow/mlflow.db", "artifact_location": "results/mlflow/art",
+                    "experiment": "dfer-test"}}
 
 
 def test_params_metrics_artifacts_tags_and_parent(tmp_path, monkeypatch):
@@ -69,7 +71,7 @@ def test_unreachable_tracking_server_warns_and_training_goes_on(tmp_path, monkey
             for epoch in range(3):
                 tr.log_epoch({"loss": 1.0 / (epoch + 1)}, epoch)
             tr.log_eval({"uar": 0.5, "war": 0.5})
-        init_tracking({"table_1": "T1"}, tmp_path / "parents.json", root=tmp_path)
+        init_tracking({"table_1": "T1"}, tmp_path / "parents.json", CFG["tracking"], root=tmp_path)
     assert not tr.enabled and tr.run_id is None
     assert any(issubclass(w.category, TrackingWarning) and "unreachable" in str(w.message) for w in caught)
     assert json.loads((tmp_path / "parents.json").read_text())["parents"] == {}

@@ -29,7 +29,6 @@ from dfer.align import quality
 from dfer.align.detectors import Detection, FaceDetector, build_detector, detector_from_checkpoint, list_detectors
 from dfer.data.errors import DataError
 
-DEFAULTS = {"size": 224, "margin": 0.25, "smooth": 5, "eye_align": True, "batch_size": 16}
 REPORTS = "_reports"
 
 
@@ -140,8 +139,9 @@ def crop_align(frame: np.ndarray, cx: float, cy: float, side: float, angle: floa
 
 
 def align_frames(frames: np.ndarray, detector: FaceDetector, settings: dict) -> tuple[np.ndarray, dict]:
-    """Aligned ``uint8[T,size,size,3]`` frames and the clip's report fields."""
-    st = {**DEFAULTS, **settings}
+    """Aligned ``uint8[T,size,size,3]`` frames and the clip's report fields (``settings``: params.yaml
+    ``align``: size, margin, smooth, eye_align, batch_size)."""
+    st = settings
     per_frame: list[list[Detection]] = []
     bs = max(1, int(st["batch_size"]))
     for s in range(0, len(frames), bs):
@@ -250,7 +250,7 @@ def align_dataset(root: Path, clips: Sequence[tuple[str, Path]], out: Path, dete
 
     from dfer.data.video import read_frames
 
-    st = {**DEFAULTS, **settings}
+    st = settings
     config = {"detector": detector.describe(),
               **{k: st[k] for k in ("size", "margin", "smooth", "eye_align")}}
     out.mkdir(parents=True, exist_ok=True)
@@ -304,20 +304,20 @@ def summarize(reports: dict[str, dict], config: dict, held_out: set[str] | None 
 # ---------------------------------------------------------------------------------------------- CLI
 def resolve_detector(name_or_path: str | None, weights: str | None, cfg: dict) -> tuple[str, str | None]:
     """``--detector`` may name a registry entry or (as the workflow passes it) a detector checkpoint."""
-    det_cfg = cfg.get("detector") or {}
-    name = name_or_path or det_cfg.get("name")
+    det_cfg = cfg["detector"]
+    name = name_or_path or det_cfg["name"]
     if name and name not in list_detectors() and (os.sep in name or name.endswith((".pt", ".pth"))):
         weights = weights or name
-        name = detector_from_checkpoint(name) or det_cfg.get("name")
+        name = detector_from_checkpoint(name) or det_cfg["name"]
     if not name:
         raise KeyError(f"no detector given; pass --detector ({list_detectors()}) or set align.detector.name")
-    if weights is None and name == det_cfg.get("name"):
-        weights = det_cfg.get("weights")
+    if weights is None and name == det_cfg["name"]:
+        weights = det_cfg["weights"]
     return name, weights
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfer.config import load_params, project_root
+    from dfer.config import load_params, params_base
 
     ap = argparse.ArgumentParser(prog="dfer align", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -335,23 +335,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params override")
     args = ap.parse_args(argv)
     params = load_params(args.params, args.set)
-    cfg = params.get("align", {}) or {}
+    cfg = params["align"]
     if args.dataset not in params["data"]["datasets"]:
         raise KeyError(f"unknown dataset {args.dataset!r}; choose one of {sorted(params['data']['datasets'])}")
     entry = dict(params["data"]["datasets"][args.dataset])
     if args.root:
         entry["root"] = args.root
-    base = project_root()
+    base = params_base(args.params)
     root, clips = dataset_clips(args.dataset, entry, base)
     if args.limit:
         clips = clips[:args.limit]
     name, weights = resolve_detector(args.detector, args.weights, cfg)
-    options = ((cfg.get("detector") or {}).get("options") or {}).get(name) or {}
-    detector = build_detector(name, weights, device=args.device or cfg.get("device", "cpu"), **options)
-    settings = {k: cfg[k] for k in DEFAULTS if k in cfg}
+    options = cfg["detector"]["options"].get(name) or {}
+    detector = build_detector(name, weights, device=args.device or cfg["device"], **options)
+    settings = {k: cfg[k] for k in ("size", "margin", "smooth", "eye_align", "batch_size")}
     if args.size:
         settings["size"] = args.size
-    out = Path(args.out or str(cfg.get("out", "results/align/{dataset}")).format(dataset=args.dataset))
+    out = Path(args.out or str(cfg["out"]).format(dataset=args.dataset))
     held_out = None
     if getattr(detector, "train_ids", None) is not None:
         held_out = {c for c, _ in clips} - set(detector.train_ids)

@@ -24,10 +24,6 @@ from dfer.align.synthetic_detector import (CenterNetConfig, CenterNetTiny, Synth
                                            encode_targets, save_checkpoint)
 from dfer.data.errors import DataError
 
-DEFAULTS = {"dataset": "MAFW", "fold": 1, "input_size": 128, "frames_per_clip": 8, "epochs": 12,
-            "batch_size": 32, "lr": 3.0e-3, "weight_decay": 1.0e-4, "score_threshold": 0.3, "seed": 0,
-            "crop_scale": [0.6, 1.0], "threads": 2}
-
 
 # ----------------------------------------------------------------------------------------- data
 def read_clip(path: Path, indices=None) -> np.ndarray:
@@ -113,10 +109,10 @@ def baseline_quality(root: Path, clips, mean_box) -> dict:
 
 # ------------------------------------------------------------------------------------- training
 def train_detector(root: Path, train_clips, test_clips, out: Path, settings: dict, log=print) -> dict:
-    st = {**DEFAULTS, **(settings or {})}
+    st = settings  # params.yaml align.train
     torch.manual_seed(st["seed"])
     rng = np.random.default_rng(st["seed"])
-    if st.get("threads"):
+    if st["threads"]:
         torch.set_num_threads(int(st["threads"]))
     t0 = time.time()
     frames, boxes, lms = load_training_frames(root, train_clips, st["frames_per_clip"])
@@ -173,7 +169,7 @@ def train_detector(root: Path, train_clips, test_clips, out: Path, settings: dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfer.config import load_params, project_root
+    from dfer.config import load_params, params_base
 
     ap = argparse.ArgumentParser(prog="dfer train-detector", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output folder or model file (default: align.train.out)")
     args = ap.parse_args(argv)
     params = load_params(args.params, args.set)
-    st = {**DEFAULTS, **(params.get("align", {}).get("train") or {})}
+    st = dict(params["align"]["train"])
     for key in ("dataset", "fold", "epochs"):
         if getattr(args, key) is not None:
             st[key] = getattr(args, key)
@@ -194,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     entry = dict(params["data"]["datasets"][dataset])
     if args.root:
         entry["root"] = args.root
-    base = project_root()
+    base = params_base(args.params)
     fold = st["fold"] if dataset in ("DFEW", "MAFW") else None
     root, train_clips = split_clips(dataset, entry, "train", fold, base)
     _, test_clips = split_clips(dataset, entry, "test", fold, base)
-    out = Path(args.out or st.get("out") or "results/align/detector")
+    out = Path(args.out or st["out"])
     train_detector(root, train_clips, test_clips, out, st)
     return 0

@@ -68,13 +68,17 @@ def check_item(sample: Sample, min_frames: int = 1, quick: bool = False, backend
 
 def check_dataset(dataset: str, entry: dict, splits: list[str], folds: list[int | None],
                   base: str | os.PathLike | None = None, frame_order: str = "natural", min_frames: int = 1,
-                  quick: bool = False, backend: str = "auto", progress: bool = True) -> Report:
+                  quick: bool = False, backend: str = "auto", progress: bool = True, root_origin: str = "") -> Report:
+    """Check one dataset; ``root_origin`` says where its root came from when a preset or an override set it."""
     report = Report(dataset)
     root = Path(entry["root"])
     root = root if root.is_absolute() or base is None else Path(base) / root
     if not root.is_dir():
-        report.problems.append(DataError(root, f"dataset root of {dataset} not found",
-                                         f"set data.datasets.{dataset}.root in params.yaml (or run `dfer synth`)"))
+        fix = f"set data.datasets.{dataset}.root in params.yaml to the dataset folder (or run `dfer synth` for the " \
+              "synthetic benchmark)"
+        if root_origin:
+            fix = f"{root_origin}; {fix}"
+        report.problems.append(DataError(root, f"dataset root of {dataset} not found", fix))
         return report
     items: dict[Path, Sample] = {}
     for fold in folds:
@@ -100,7 +104,7 @@ def check_dataset(dataset: str, entry: dict, splits: list[str], folds: list[int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfer.config import load_params, project_root
+    from dfer.config import load_params, params_base
 
     ap = argparse.ArgumentParser(prog="dfer check-data", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,27 +126,26 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give a DATASET or --all")
 
     cfg = load_params(args.params, args.set)
-    base = Path(args.params).resolve().parent if args.params else project_root()
+    base = params_base(args.params)
     data = cfg["data"]
     names = list(data["datasets"]) if args.all else [args.dataset]
     unknown = [n for n in names if n not in data["datasets"]]
     if unknown:
         ap.error(f"{unknown[0]!r} is not in params.yaml data.datasets ({', '.join(data['datasets'])})")
     splits = ["train", "test"] if args.split == "all" else [args.split]
-    min_frames = args.min_frames if args.min_frames is not None else int(data.get("min_frames", 1))
+    min_frames = args.min_frames if args.min_frames is not None else int(data["min_frames"])
 
     reports = []
     for name in names:
         entry = data["datasets"][name]
         if name in FOLDED_DATASETS:
-            folds = list(entry.get("folds") or [1, 2, 3, 4, 5]) if args.fold == "all" else [int(args.fold)]
+            folds = list(entry["folds"] or [1, 2, 3, 4, 5]) if args.fold == "all" else [int(args.fold)]
         else:
             folds = [None]
         report = check_dataset(name, entry, splits, folds, base=base,
-                               frame_order=entry.get("frame_order", data.get("frame_order", "natural")),
-                               min_frames=min_frames, quick=args.quick,
-                               backend=args.backend or data.get("video_backend", "auto"),
-                               progress=not args.no_progress)
+                               frame_order=data["frame_order"], min_frames=min_frames, quick=args.quick,
+                               backend=args.backend or data["video_backend"], progress=not args.no_progress,
+                               root_origin=cfg.explain(f"data.datasets.{name}.root"))
         reports.append(report)
         print(report.render(), flush=True)
     bad = sum(len(r.problems) for r in reports)

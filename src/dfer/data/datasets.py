@@ -174,38 +174,19 @@ def balanced_sampler(labels: Sequence[int], num_samples: int | None = None,
     return WeightedRandomSampler(weights, num_samples or len(weights), replacement=True, generator=generator)
 
 
-def _project_base() -> Path | None:
-    try:
-        from dfer.config import project_root
-
-        return project_root()
-    except Exception:
-        return None
-
-
-def dataset_from_params(cfg: dict, dataset: str, split: str, fold: int | None = None,
-                        mode: str | None = None, base: str | os.PathLike | None = None) -> Dataset:
-    """The dataset of one split from resolved params (``data.datasets[<dataset>]``) or a run config
-    (``data:`` = the resolved entry plus num_frames/sampling_rate/input_size/test_views/features; augment from
-    ``train.augment``). ``mode`` defaults to train for the train split and test otherwise; relative roots
-    are taken from the project root (``base``)."""
-    data = cfg.get("data", cfg)
-    entry = data["datasets"][dataset] if "datasets" in data else data
-    if "root" not in entry:
-        raise KeyError(f"no data entry with a `root` for {dataset} in the given config")
-    base = base if base is not None else _project_base()
-    frame_order = entry.get("frame_order", data.get("frame_order", "natural"))
-    samples = load_dataset_entry(dataset, entry, split, fold, frame_order=frame_order, base=base)
-    mode = mode or ("train" if split == "train" else "test")
-    get = lambda key, default: entry.get(key, data.get(key, default))  # noqa: E731
-    augment = (cfg.get("train") or {}).get("augment") if mode == "train" else None
-    features = get("features", None)
+def run_dataset(data: dict, dataset: str, split: str, fold: int | None, mode: str, augment: dict | None = None,
+                base: str | os.PathLike | None = None) -> Dataset:
+    """The dataset of one split as a run config's ``data`` section describes it (the dataset entry, sampling,
+    test views, landmark feature cache); ``augment`` (the run's ``train.augment``) in train mode. Relative
+    roots and the feature cache are taken from ``base`` (the project root)."""
+    samples = load_dataset_entry(dataset, data, split, fold, base=base)
+    features = data["features"]
     if features and base is not None and not os.path.isabs(features):
         features = str(Path(base) / features)
+    augment = augment if mode == "train" else None
     if dataset in VIDEO_DATASETS:
-        return VideoClipDataset(samples, num_frames=int(get("num_frames", 16)),
-                                sampling_rate=int(get("sampling_rate", 1)), input_size=int(get("input_size", 224)),
-                                mode=mode, augment=augment, test_views=get("test_views", None),
-                                feature_cache=features, backend=get("video_backend", "auto"))
-    return ImageDataset(samples, input_size=int(get("input_size", 224)), mode=mode, augment=augment,
+        return VideoClipDataset(samples, num_frames=int(data["num_frames"]), sampling_rate=int(data["sampling_rate"]),
+                                input_size=int(data["input_size"]), mode=mode, augment=augment,
+                                test_views=data["test_views"], feature_cache=features, backend=data["video_backend"])
+    return ImageDataset(samples, input_size=int(data["input_size"]), mode=mode, augment=augment,
                         feature_cache=features)

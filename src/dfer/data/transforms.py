@@ -20,7 +20,8 @@ import torch.nn.functional as F
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-AUGMENT_DEFAULTS = {"hflip": False, "random_resized_crop": False, "rand_augment": None,
+# What "no augmentation" means (test mode, or a partial dict from a caller): every switch off.
+NO_AUGMENT = {"hflip": False, "random_resized_crop": False, "rand_augment": None,
                     "mixup": 0.0, "cutmix": 0.0, "random_erasing": 0.0}
 
 
@@ -122,7 +123,7 @@ class ClipAugment:
 
     @classmethod
     def from_dict(cls, input_size: int, augment: dict | None) -> "ClipAugment":
-        aug = {**AUGMENT_DEFAULTS, **(augment or {})}
+        aug = {**NO_AUGMENT, **(augment or {})}
         return cls(input_size, hflip=bool(aug["hflip"]), random_resized_crop=bool(aug["random_resized_crop"]),
                    rand_augment=aug["rand_augment"] or None, random_erasing=float(aug["random_erasing"] or 0.0))
 
@@ -181,7 +182,7 @@ def mixup_fn(augment: dict | None, num_classes: int, label_smoothing: float = 0.
     """Batch Mixup/CutMix for the engine (``video: [B,3,T,H,W]`` or ``[B,3,H,W]``), None when both are off.
 
     S2D: mixup 0.8, cutmix 1.0, label smoothing 0.1 (``--ban_mixup`` for FERV39K)."""
-    aug = {**AUGMENT_DEFAULTS, **(augment or {})}
+    aug = {**NO_AUGMENT, **(augment or {})}
     if not (aug["mixup"] or aug["cutmix"]):
         return None
     from timm.data import Mixup

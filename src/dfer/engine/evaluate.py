@@ -31,8 +31,7 @@ from dfer.config import ConfigError
 from dfer.engine import checkpointing as ck
 from dfer.engine.loop import Precision, build_landmarks, build_model, predict_views
 from dfer.engine.metrics import average_views, plot_confusion, summarize
-from dfer.engine.runconfig import (BEST_ON_TEST_LABEL, class_names, complete, load_run_config, output_dir,
-                                   project_base, run_hash)
+from dfer.engine.runconfig import BEST_ON_TEST_LABEL, check, class_names, load_run_config, project_base, run_hash
 
 OUTPUT_FILES = ("eval.json", "confusion.png", "predictions.csv", "features.npy", "predictions.npz")
 
@@ -40,35 +39,21 @@ OUTPUT_FILES = ("eval.json", "confusion.png", "predictions.csv", "features.npy",
 # ---- datasets ---------------------------------------------------------------------------------------
 def evaluation_dataset(cfg: dict, dataset: str | None = None, views: dict | None = None):
     """The test split of the run's dataset (or a cross-dataset one) in test mode."""
-    from dfer.data.datasets import dataset_from_params
+    from dfer.data.datasets import run_dataset
 
     dataset = dataset or cfg["dataset"]
     data = dict(cfg["data"])
-    fold = cfg.get("fold")
+    fold = cfg["fold"]
     if dataset != cfg["dataset"]:
-        data = {**_cross_entry(cfg, dataset), **{k: data[k] for k in ("num_frames", "sampling_rate",
-                                                                      "input_size", "test_views",
-                                                                      "frame_order") if k in data}}
+        if dataset not in cfg["eval_data"]:
+            raise ConfigError(f"cross-dataset test set {dataset!r} has no entry in the run config's eval_data "
+                              "(the planner writes one per eval_datasets entry)")
+        data = {**data, **cfg["eval_data"][dataset], "subset": None}
         data["features"] = None  # the run's cache is for its own dataset: compute landmark features on the fly
-        data.pop("subset", None)
         fold = None
     if views is not None:
         data["test_views"] = views
-    return dataset_from_params({"data": data}, dataset, "test", fold, mode="test", base=project_base())
-
-
-def _cross_entry(cfg: dict, dataset: str) -> dict:
-    """The data entry of a cross-dataset test set: ``eval_data[<D>]`` in the run config if present, else
-    params.yaml ``data.datasets[<D>]`` (the planner lists only the names in ``eval_datasets``)."""
-    entry = (cfg.get("eval_data") or {}).get(dataset)
-    if entry is None:
-        from dfer.config import load_params
-
-        entry = (load_params().get("data", {}).get("datasets") or {}).get(dataset)
-    if entry is None:
-        raise ConfigError(f"cross-dataset test set {dataset!r} has no data entry: add it to params.yaml "
-                          "data.datasets or to the run config's eval_data")
-    return {k: v for k, v in entry.items() if k != "folds"}
+    return run_dataset(data, dataset, "test", fold, mode="test", base=project_base())
 
 
 # ---- scoring ----------------------------------------------------------------------------------------
@@ -76,9 +61,9 @@ def score_dataset(model: nn.Module, cfg: dict, dataset_obj, device: torch.device
                   precision: Precision | None = None, batch_size: int | None = None, show: bool = True,
                   desc: str = "test") -> dict:
     """Per-video probabilities (view-averaged softmax), features, labels and the protocol's numbers."""
-    bs = int(batch_size or cfg["evaluate"].get("batch_size") or cfg["train"]["batch_size"])
-    out = predict_views(model, dataset_obj, device, bs, lmk_net, precision,
-                        int(cfg["train"].get("num_workers", 0)), desc=desc, show=show)
+    bs = int(batch_size or cfg["evaluate"]["batch_size"] or cfg["train"]["batch_size"])
+    out = predict_views(model, dataset_obj, device, bs, lmk_net, precision, int(cfg["train"]["num_workers"]),
+                        desc=desc, show=show)
     n = len(dataset_obj.samples)
     probs = average_views(out.probs, out.sample_index, n)
     feats = average_views(out.feats, out.sample_index, n)
@@ -132,7 +117,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def evaluate(cfg: dict, raw: dict, checkpoint: Path, select: str, out_json: Path,
+def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
              device: torch.device | None = None, show: bool = True, model: nn.Module | None = None,
              epoch: int | None = None, extra: dict | None = None) -> dict:
     """Evaluate ``checkpoint`` (or the given in-memory ``model``) and write the outputs next to ``out_json``.
@@ -155,16 +140,16 @@ def evaluate(cfg: dict, raw: dict, checkpoint: Path, select: str, out_json: Path
     pred = res["probs"].argmax(axis=1)
     summary = summarize(res["labels"], pred, classes)
     report = {
-        "run": cfg.get("name"), "config_hash": run_hash(raw), "task": cfg["task"], "method": cfg.get("method"),
-        "dataset": cfg["dataset"], "fold": cfg.get("fold"), "split": "test",
+        "run": cfg["name"], "config_hash": run_hash(cfg), "task": cfg["task"], "method": cfg["method"],
+        "dataset": cfg["dataset"], "fold": cfg["fold"], "split": "test",
         "selection": BEST_ON_TEST_LABEL if select == "best_on_test" else "last",
         "epoch": epoch if epoch is not None else meta.get("epoch"),
         "checkpoint": str(checkpoint),
-        "protocol": {"views_per_video": res["views"], **(cfg["data"].get("test_views") or {}),
+        "protocol": {"views_per_video": res["views"], **cfg["data"]["test_views"],
                      "aggregation": "mean of softmax over views"},
         **summary,
     }
-    if cfg["task"] == "sfer" and cfg.get("eval_datasets"):
+    if cfg["task"] == "sfer" and cfg["eval_datasets"]:
         report["cross"] = {}
         for other in cfg["eval_datasets"]:
             ods = evaluation_dataset(cfg, other)
@@ -204,7 +189,7 @@ def write_outputs(report: dict, res: dict, classes: list[str], out_json: Path) -
 
 def checkpoint_for(run_dir: Path, select: str, cfg: dict) -> Path:
     if select == "best_on_test":
-        if not cfg["train"].get("validate_every_epoch"):
+        if not cfg["train"]["validate_every_epoch"]:
             raise ConfigError(f"{run_dir}: --select best_on_test needs a run trained with "
                               "train.validate_every_epoch: true (it keeps best.pt)")
         path = run_dir / "best.pt"
@@ -234,22 +219,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.run:
         run_dir = Path(args.run)
-        raw, cfg = load_run_config(args.config or run_dir / "config.yaml")
+        cfg = load_run_config(args.config or run_dir / "config.yaml")
         select = args.select or cfg["evaluate"]["select"]
         ckpt = checkpoint_for(run_dir, select, cfg)
         out = Path(args.out) if args.out else run_dir / "eval.json"
     else:
         ckpt = Path(args.checkpoint)
         if args.config:
-            raw, cfg = load_run_config(args.config)
+            cfg = load_run_config(args.config)
         else:
             from dfer.models.checkpoint import read_checkpoint
 
             meta = (read_checkpoint(ckpt) or {}).get("meta", {}) if ckpt.is_file() else {}
             if not meta.get("config"):
                 raise ConfigError(f"{ckpt}: stores no run config; pass --config RUN.yaml")
-            raw = meta["config"]
-            cfg = complete(raw, source=str(ckpt))
+            cfg = check(meta["config"], source=str(ckpt))
         select = args.select or "last"
         out = Path(args.out) if args.out else ckpt.parent / "eval.json"
         if select == "best_on_test" and ckpt.name != "best.pt":
@@ -266,11 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             _print_report(old)
             return 0
     device = torch.device(args.device) if args.device else None
-    report = evaluate(cfg, raw, ckpt, select, out, device, show=not args.quiet,
-                      extra={"checkpoint_sha256": sha})
+    report = evaluate(cfg, ckpt, select, out, device, show=not args.quiet, extra={"checkpoint_sha256": sha})
     _print_report(report)
     if not args.no_tracking and os.environ.get("DFER_NO_TRACKING") != "1":
-        _track(raw, report, out)
+        _track(cfg, report, out)
     return 0
 
 
@@ -283,12 +266,12 @@ def _print_report(report: dict) -> None:
         print(f"  cross {d}: WAR {100 * sub['war']:.2f} UAR {100 * sub['uar']:.2f} on {sub['shared_classes']}")
 
 
-def _track(raw: dict, report: dict, out: Path) -> None:
+def _track(cfg: dict, report: dict, out: Path) -> None:
     try:
         from dfer.workflow.tracking import Tracker
     except ImportError:
         return
-    with Tracker.from_config(raw, stage="evaluate") as tr:
+    with Tracker.from_config(cfg, stage="evaluate") as tr:
         tr.log_eval(out, out.parent / "confusion.png")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -26,19 +26,21 @@ from dfer.engine.runconfig import class_names, resolve_path, uses_landmarks
 
 # ---- model and landmark net -------------------------------------------------------------------------
 def model_kwargs(cfg: dict) -> dict:
-    """``create_model`` kwargs: the config's ``model.kwargs`` plus class count, frames and input size."""
+    """``create_model`` kwargs: the config's ``model.kwargs`` plus class count, frames, input size, drop path."""
     from dfer.data.labels import index_of
 
-    kw = dict(cfg["model"].get("kwargs") or {})
+    kw = dict(cfg["model"]["kwargs"])
     data = cfg["data"]
     kw["num_classes"] = len(class_names(cfg))
-    kw.setdefault("num_frames", int(data.get("num_frames", 16)))
-    kw.setdefault("img_size", int(data.get("input_size", 224)))
+    kw.setdefault("num_frames", int(data["num_frames"]))
+    kw.setdefault("img_size", int(data["input_size"]))
+    if cfg["train"]["drop_path"]:
+        kw.setdefault("drop_path_rate", float(cfg["train"]["drop_path"]))
     if uses_landmarks(cfg) and "lmk_channels" not in kw:  # e.g. 24 for MobileNetV2_56 (Table III)
         from dfer.landmarks import landmark_net_config
 
-        kw["lmk_channels"] = landmark_net_config(cfg["landmarks"].get("backbone", "MobileFaceNet")).channels
-    if cfg.get("method") == "nr_dfernet" and "neutral_index" not in kw:
+        kw["lmk_channels"] = landmark_net_config(cfg["landmarks"]["backbone"]).channels
+    if cfg["method"] == "nr_dfernet" and "neutral_index" not in kw:
         try:  # the snippet filter suppresses "Neutral"
             kw["neutral_index"] = index_of(cfg["dataset"], "Neutral")
         except KeyError:
@@ -48,10 +50,18 @@ def model_kwargs(cfg: dict) -> dict:
 
 def freezes_backbone(cfg: dict) -> bool:
     """The official DFER rule (only MCP, TMA, temporal embedding, ln_post, head train) for S2D DFER runs."""
-    mode = cfg["train"].get("freeze", "auto")
+    mode = cfg["train"]["freeze"]
     if mode == "auto":
-        return cfg["task"] == "dfer" and cfg.get("method") == "s2d"
+        return cfg["task"] == "dfer" and cfg["method"] == "s2d"
     return mode == "dfer"
+
+
+def head_policy(cfg: dict) -> str:
+    """What happens to the init's classifier: ``keep`` when it was trained on this run's label set, else the
+    config's ``model.head_transfer`` (``fresh``: re-initialised, as the official code; ``remap``: rows copied
+    by class name)."""
+    model = cfg["model"]
+    return "keep" if model["init_dataset"] == cfg["dataset"] else model["head_transfer"]
 
 
 def build_model(cfg: dict, init: bool = True, verbose: bool = True) -> nn.Module:
@@ -59,11 +69,14 @@ def build_model(cfg: dict, init: bool = True, verbose: bool = True) -> nn.Module
     from dfer.models import create_model
 
     model = create_model(cfg["model"]["name"], **model_kwargs(cfg))
-    path = resolve_path(cfg["model"].get("init")) if init else None
+    path = resolve_path(cfg["model"]["init"]) if init else None
     if path is not None:
+        from dfer.data.labels import classes
         from dfer.models.checkpoint import load_pretrained
 
-        load_pretrained(model, path, format=cfg["model"].get("init_format") or "dfer", verbose=verbose)
+        src = cfg["model"]["init_dataset"]
+        load_pretrained(model, path, format=cfg["model"]["init_format"], verbose=verbose, head=head_policy(cfg),
+                        classes=(classes(src) if src else None, class_names(cfg)))
     if freezes_backbone(cfg):
         from dfer.models.params import freeze_for_dfer
 
@@ -78,8 +91,7 @@ def build_landmarks(cfg: dict) -> nn.Module | None:
     from dfer.landmarks import LandmarkFeatures
 
     lm = cfg["landmarks"]
-    weights = resolve_path(lm.get("weights"))
-    return LandmarkFeatures(lm.get("backbone", "MobileFaceNet"), str(weights) if weights else None)
+    return LandmarkFeatures(lm["backbone"], str(resolve_path(lm["weights"])))
 
 
 def landmark_input(batch: dict, video: torch.Tensor, lmk_net: nn.Module | None,
@@ -98,16 +110,26 @@ def landmark_input(batch: dict, video: torch.Tensor, lmk_net: nn.Module | None,
 
 # ---- sampler ----------------------------------------------------------------------------------------
 class EpochSampler(Sampler[int]):
-    """Shuffled (or class-balanced, with replacement) order drawn from ``(seed, epoch)``; sharded over DDP
-    ranks (every rank gets the same number of items); ``skip`` drops the first items (mid-epoch resume)."""
+    """Shuffled (or class-balanced, with replacement) order drawn from ``(seed, epoch)``, laid out so that every
+    process (DDP rank) and every accumulation micro-step of an optimizer step reads its own share.
 
-    def __init__(self, labels: Sequence[int], seed: int, balanced: bool = False, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True):
+    The order is split over ``world_size * accum_steps`` virtual ranks (``order[v::V]``, padded so each gets the
+    same count); process ``r`` reads, for each step, micro-batch ``a`` of virtual rank ``r * accum_steps + a``.
+    So one step covers the same items whether they are spread over GPUs or accumulated on one: 2 processes x 1
+    micro-batch and 1 process x 2 micro-batches train on the same batches. ``skip`` drops the first items
+    (mid-epoch resume)."""
+
+    def __init__(self, labels: Sequence[int], seed: int, batch_size: int, balanced: bool = False, rank: int = 0,
+                 world_size: int = 1, accum_steps: int = 1, shuffle: bool = True):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.seed, self.balanced, self.shuffle = int(seed), balanced, shuffle
-        self.rank, self.world_size = rank, world_size
+        self.batch_size, self.rank, self.world_size, self.accum_steps = batch_size, rank, world_size, accum_steps
         self.epoch, self.skip = 0, 0
-        self.num_samples = math.ceil(len(self.labels) / world_size)
+        self.per_virtual_rank = math.ceil(len(self.labels) / (world_size * accum_steps))
+        # Whole optimizer steps only (official: len(train) // total_batch), at least one for tiny sets.
+        self.steps = max(self.per_virtual_rank // batch_size, 1)
+        self.micro_batch = min(batch_size, self.per_virtual_rank)
+        self.num_samples = self.steps * accum_steps * self.micro_batch  # items this process reads per epoch
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
@@ -123,9 +145,12 @@ class EpochSampler(Sampler[int]):
             idx = torch.randperm(n, generator=g).numpy()
         else:
             idx = np.arange(n)
-        total = self.num_samples * self.world_size
-        idx = np.concatenate([idx, idx[: total - n]]) if total > n else idx
-        return idx[self.rank::self.world_size]
+        virtual = self.world_size * self.accum_steps
+        total = self.per_virtual_rank * virtual
+        idx = np.resize(idx, total) if total > n else idx  # pad by repeating from the start
+        shards = [idx[v::virtual] for v in range(self.rank * self.accum_steps, (self.rank + 1) * self.accum_steps)]
+        b = self.micro_batch
+        return np.concatenate([shard[s * b:(s + 1) * b] for s in range(self.steps) for shard in shards])
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order()[self.skip:].tolist())
@@ -162,9 +187,9 @@ class Precision:
 
     @classmethod
     def from_config(cls, train: dict, device: torch.device) -> "Precision":
-        if device.type != "cuda" or not train.get("amp", True):
+        if device.type != "cuda" or not train["amp"]:
             return cls(False, torch.float32, device.type)
-        want = str(train.get("amp_dtype", "bfloat16"))
+        want = str(train["amp_dtype"])
         dtype = torch.bfloat16 if want in ("bfloat16", "bf16") and torch.cuda.is_bf16_supported() else torch.float16
         return cls(True, dtype, device.type)
 
@@ -193,6 +218,7 @@ class StepState:
     loss: str
     label_smoothing: float
     num_classes: int
+    accum_steps: int = 1
     sdl: nn.Module | None = None
     sdl_lambda: float = 0.0
     sdl_active: bool = False
@@ -201,7 +227,6 @@ class StepState:
     clip_grad: float | None = None
     stop_requested: Callable[[], bool] = lambda: False
     on_step: Callable[[int], None] | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def classification_loss(logits: torch.Tensor, target: torch.Tensor, st: StepState) -> torch.Tensor:
@@ -213,61 +238,81 @@ def classification_loss(logits: torch.Tensor, target: torch.Tensor, st: StepStat
     return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
 
 
+def micro_step_loss(model: nn.Module, batch: dict, st: StepState, device: torch.device) -> torch.Tensor:
+    """Forward one micro-batch and return its loss (classification + lambda * SDL + MoAE aux); updates the SDL
+    anchors from a no-grad forward of the un-mixed clip (official ``model(ori_samples, a)``)."""
+    clean = batch["video"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    video, target = st.mixup(clean, labels) if st.mixup is not None else (clean, labels)
+    lmk = landmark_input(batch, video, st.lmk_net, st.use_lmk_cache and st.mixup is None)
+    with st.precision.autocast():
+        logits, feat = model(video, lmk)
+        loss = classification_loss(logits, target, st)
+        if st.sdl is not None and st.sdl_active:
+            from dfer.models.sdl import sdl_loss
+
+            soft = st.sdl.soft_targets(feat, logits)
+            loss = loss + st.sdl_lambda * sdl_loss(logits.float(), soft.float())
+        aux = _aux_loss(model)
+        if aux is not None:
+            loss = loss + st.aux_coeff * aux
+    if st.sdl is not None and st.sdl_update:
+        if st.mixup is not None:  # anchors come from the clean clip, never the mixed one
+            with torch.no_grad(), st.precision.autocast():
+                logits, feat = model(clean, landmark_input(batch, clean, st.lmk_net, st.use_lmk_cache))
+        st.sdl.update(feat.detach().float(), logits.detach().float(), labels)
+    return loss
+
+
+def optimizer_step(st: StepState, params: list[torch.Tensor]) -> None:
+    if st.scaler is not None:
+        if st.clip_grad:
+            st.scaler.unscale_(st.optimizer)
+            torch.nn.utils.clip_grad_norm_(params, st.clip_grad)
+        st.scaler.step(st.optimizer)
+        st.scaler.update()
+    else:
+        if st.clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, st.clip_grad)
+        st.optimizer.step()
+    st.optimizer.zero_grad(set_to_none=True)
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, st: StepState, epoch: int, device: torch.device,
                     start_step: int = 0, show: bool = True) -> dict:
-    """Train over ``loader`` (already positioned at ``start_step``); returns loss/throughput figures and
+    """Train over ``loader`` (already positioned at ``start_step``): ``accum_steps`` micro-batches per optimizer
+    step (gradients of DDP ranks are synchronised on the last one only). Returns loss/throughput figures and
     ``stopped`` (a preemption signal was honoured at a step boundary: ``step`` is the next step to run)."""
     model.train()
     meter = Throughput()
-    loss_sum, n_steps, step = 0.0, 0, start_step
+    loss_sum, n_steps, step, micro = 0.0, 0, start_step, 0
     stopped = False
+    params = [p for g in st.optimizer.param_groups for p in g["params"]]
     pbar = bar(st.steps_per_epoch, f"epoch {epoch + 1}", enabled=show, initial=start_step)
+    st.optimizer.zero_grad(set_to_none=True)
     for batch in loader:
         global_step = epoch * st.steps_per_epoch + step
         lr = float(st.lr_schedule[min(global_step, len(st.lr_schedule) - 1)])
         for group in st.optimizer.param_groups:
-            group["lr"] = lr
-        video = batch["video"].to(device, non_blocking=True)
-        labels = batch["label"].to(device, non_blocking=True)
-        target: torch.Tensor = labels
-        if st.mixup is not None:
-            video, target = st.mixup(video, labels)
-        lmk = landmark_input(batch, video, st.lmk_net, st.use_lmk_cache and st.mixup is None)
-        with st.precision.autocast():
-            logits, feat = model(video, lmk)
-            loss = classification_loss(logits, target, st)
-            if st.sdl is not None and st.sdl_active:
-                from dfer.models.sdl import sdl_loss
-
-                soft = st.sdl.soft_targets(feat, logits)
-                loss = loss + st.sdl_lambda * sdl_loss(logits.float(), soft.float())
-            aux = _aux_loss(model)
-            if aux is not None:
-                loss = loss + st.aux_coeff * aux
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1}; lower "
-                                     "train.lr or disable train.amp")
-        st.optimizer.zero_grad(set_to_none=True)
-        params = [p for g in st.optimizer.param_groups for p in g["params"]]
-        if st.scaler is not None:
-            st.scaler.scale(loss).backward()
-            if st.clip_grad:
-                st.scaler.unscale_(st.optimizer)
-                torch.nn.utils.clip_grad_norm_(params, st.clip_grad)
-            st.scaler.step(st.optimizer)
-            st.scaler.update()
-        else:
-            loss.backward()
-            if st.clip_grad:
-                torch.nn.utils.clip_grad_norm_(params, st.clip_grad)
-            st.optimizer.step()
-        if st.sdl is not None and st.sdl_update:
-            # Paper: anchors from the current mini-batch under the ground-truth (un-mixed) labels.
-            st.sdl.update(feat.detach().float(), logits.detach().float(), labels)
-        loss_sum += float(loss.detach())
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        micro += 1
+        last_micro = micro == st.accum_steps
+        sync = nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            loss = micro_step_loss(model, batch, st, device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1}; lower "
+                                         "train.lr or disable train.amp")
+            scaled = loss / st.accum_steps
+            (st.scaler.scale(scaled) if st.scaler is not None else scaled).backward()
+        loss_sum += float(loss.detach()) / st.accum_steps
+        meter.update(int(batch["video"].shape[0]))
+        if not last_micro:
+            continue
+        optimizer_step(st, params)
+        micro = 0
         n_steps += 1
         step += 1
-        meter.update(int(video.shape[0]))
         pbar.set_postfix(loss=f"{loss_sum / n_steps:.4f}", lr=f"{lr:.2e}", clips_s=f"{meter.rate:.1f}",
                          refresh=False)
         pbar.update(1)

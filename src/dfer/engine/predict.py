@@ -19,28 +19,31 @@ import torch
 from dfer.config import ConfigError
 
 
-def _config_for(args) -> tuple[dict, dict]:
-    from dfer.engine.runconfig import complete, load_run_config
+def _config_for(args) -> dict:
+    from dfer.engine.runconfig import check, load_run_config
 
     if args.config:
         return load_run_config(args.config)
     if args.official_s2d:
         if not args.dataset:
             raise ConfigError("--official-s2d needs --dataset (DFEW | MAFW | FERV39K) for the class names")
-        raw = {"name": f"official S2D {args.dataset}", "task": "dfer", "method": "s2d", "dataset": args.dataset,
-               "data": {"num_frames": 16, "sampling_rate": 1, "input_size": 224,
-                        "test_views": {"temporal": 2, "spatial": 2}},
-               "model": {"name": args.model, "kwargs": {"fusion": "mcp", "adapter": "tma"}},
-               "landmarks": {"backbone": args.landmark_backbone, "weights": args.landmark_weights},
-               "train": {}}
-        return raw, complete(raw, source="--official-s2d")
+        # The run config S2D gets on this dataset in the paper preset (predict is a tool over the workflow, so
+        # it composes the planner's config rather than keeping a second copy of the recipe).
+        from dfer.config import load_params
+        from dfer.workflow.plan import method_run_config
+
+        cfg = method_run_config(load_params(overrides=["preset=paper"]), "s2d", args.dataset,
+                                {"model.name": args.model})
+        cfg["name"] = f"official S2D {args.dataset}"
+        cfg["landmarks"] = {"backbone": args.landmark_backbone, "weights": args.landmark_weights}
+        return check(cfg, source="--official-s2d")
     from dfer.models.checkpoint import read_checkpoint
 
     meta = (read_checkpoint(args.checkpoint) or {}).get("meta") or {}
     if not meta.get("config"):
         raise ConfigError(f"{args.checkpoint}: stores no run config; pass --config RUN.yaml, or --official-s2d "
                           "--num-classes N --dataset D for an official S2D checkpoint")
-    return meta["config"], complete(meta["config"], source=str(args.checkpoint))
+    return check(meta["config"], source=str(args.checkpoint))
 
 
 def load_model(args, cfg: dict) -> torch.nn.Module:
@@ -70,10 +73,9 @@ def clip_views(frames: np.ndarray, cfg: dict) -> torch.Tensor:
     from dfer.data.transforms import resize_frames, spatial_crops, to_normalized_tensor
 
     data = cfg["data"]
-    t, size = int(data.get("num_frames", 16)), int(data.get("input_size", 224))
-    tv = {"temporal": 2, "spatial": 2, **(data.get("test_views") or {})}
+    t, size, tv = int(data["num_frames"]), int(data["input_size"]), data["test_views"]
     views = []
-    for idx in test_views(len(frames), t, int(tv["temporal"]), int(data.get("sampling_rate", 1))):
+    for idx in test_views(len(frames), t, int(tv["temporal"]), int(data["sampling_rate"])):
         clip = resize_frames(frames[idx], size, "square")
         for crop in spatial_crops(clip, size, int(tv["spatial"])):
             views.append(to_normalized_tensor(crop).permute(1, 0, 2, 3))
@@ -90,7 +92,9 @@ def faces(video: Path, detector_name: str | None, weights: str | None, size: int
     from dfer.align.stage import align_frames
 
     detector = build_detector(detector_name, weights, device=device)
-    aligned, info = align_frames(frames, detector, {"size": max(size, 112)})
+    from dfer.config import load_params
+
+    aligned, info = align_frames(frames, detector, {**load_params()["align"], "size": max(size, 112)})
     if info.get("no_face_in_clip"):
         print(f"warning: {video}: no face found by {detector_name}; using the whole frames", file=sys.stderr)
         return frames
@@ -134,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.official_s2d and not args.landmark_weights:
         raise ConfigError("--official-s2d needs --landmark-weights (the MobileFaceNet file the model was trained "
                           "with: mobilefacenet_model_best.pth.tar)")
-    raw, cfg = _config_for(args)
-    if args.landmark_weights and cfg.get("landmarks"):
+    cfg = _config_for(args)
+    if args.landmark_weights and cfg["landmarks"]:
         cfg["landmarks"]["weights"] = args.landmark_weights
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(args, cfg)
-    frames = faces(video, args.detector, args.detector_weights, int(cfg["data"].get("input_size", 224)),
+    frames = faces(video, args.detector, args.detector_weights, int(cfg["data"]["input_size"]),
                    device.type)
     probs = predict(model, cfg, frames, device)
     from dfer.data.labels import classes

@@ -1,30 +1,32 @@
-"""Learning-rate recipe of the official S2D code: linear scaling with the batch, step-level warm-up + cosine.
+"""Learning-rate recipe: linear scaling with the total batch, layer-wise decay, step-level warm-up + cosine.
 
-Official (``run_class_finetuning.py``): ``lr = lr * total_batch / 8``; ``min_lr`` and ``warmup_lr`` are
-scaled by ``total_batch / 256``; then VideoMAE's ``cosine_scheduler``: ``warmup_epochs * steps`` steps
-linear from ``warmup_lr`` to ``lr`` (``np.linspace``, both ends included), then
-``min_lr + (lr - min_lr) * (1 + cos(pi * i / n)) / 2`` for the remaining ``n`` steps. The schedule is a
-pure function of the step, so resuming needs only the global step.
+Scaling: ``lr = lr * total_batch / lr_reference_batch`` (official S2D ``run_class_finetuning.py``: / 8; MAE
+and MAE-SFER: / 256); ``min_lr`` and ``warmup_lr`` are scaled by ``total_batch / min_lr_reference_batch``
+(official S2D: / 256; MAE: not scaled, ``null``). Schedule (VideoMAE / MAE ``cosine_scheduler``):
+``warmup_epochs * steps`` steps linear from ``warmup_lr`` to ``lr`` (``np.linspace``, both ends included),
+then ``min_lr + (lr - min_lr) * (1 + cos(pi * i / n)) / 2`` for the remaining ``n`` steps; a pure function of
+the step, so resuming needs only the global step. Layer-wise lr decay (BEiT/MAE ``param_groups_lrd``): a
+parameter of layer ``i`` (0 = embeddings, depth + 1 = head) gets ``lr * layer_decay ** (depth + 1 - i)``.
 """
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-LR_REFERENCE_BATCH = 8         # official: args.lr * total_batch_size / 8
-MIN_LR_REFERENCE_BATCH = 256   # official: min_lr, warmup_lr * total_batch_size / 256
-
 
 def scaled_lrs(train: dict, total_batch: int) -> dict[str, float]:
-    """``{"lr", "min_lr", "warmup_lr"}`` for the total (all GPUs) batch size, scaled as the official code."""
+    """``{"lr", "min_lr", "warmup_lr"}`` for the total (all GPUs, all accumulation steps) batch."""
     if total_batch < 1:
         raise ValueError(f"total batch size must be >= 1, got {total_batch}")
-    return {"lr": float(train["lr"]) * total_batch / LR_REFERENCE_BATCH,
-            "min_lr": float(train.get("min_lr", 1e-8)) * total_batch / MIN_LR_REFERENCE_BATCH,
-            "warmup_lr": float(train.get("warmup_lr", 1e-7)) * total_batch / MIN_LR_REFERENCE_BATCH}
+    lr_ref, min_ref = train["lr_reference_batch"], train["min_lr_reference_batch"]
+    lr_scale = total_batch / lr_ref if lr_ref else 1.0
+    min_scale = total_batch / min_ref if min_ref else 1.0
+    return {"lr": float(train["lr"]) * lr_scale, "min_lr": float(train["min_lr"]) * min_scale,
+            "warmup_lr": float(train["warmup_lr"]) * min_scale}
 
 
 def cosine_schedule(base: float, final: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0,
@@ -39,25 +41,38 @@ def cosine_schedule(base: float, final: float, epochs: int, steps_per_epoch: int
     return np.concatenate([head, tail]).astype(np.float64)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+_EMBEDDINGS = ("cls_token", "pos_embed", "patch_embed", "temporal_embedding", "mask_token")
+_LAYER = re.compile(r"^(?:blocks|prompt_blocks|prompt_norms)\.(\d+)\.")
+
+
+def layer_id(name: str, depth: int) -> int:
+    """0 for the embeddings, i + 1 for block i (and S2D's MCP/TMA prompt block i), depth + 1 for the rest."""
+    if name.startswith(_EMBEDDINGS):
+        return 0
+    m = _LAYER.match(name)
+    return int(m.group(1)) + 1 if m else depth + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
     """Trainable parameters only; no weight decay for biases, 1-D tensors (norms) and the model's
-    ``no_weight_decay()`` names (VideoMAE ``get_parameter_groups``)."""
+    ``no_weight_decay()`` names (VideoMAE ``get_parameter_groups``); ``lr_scale`` per layer."""
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    depth = len(model.blocks) if isinstance(getattr(model, "blocks", None), nn.Sequential) else 0
+    groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
-    if not decay and not no_decay:
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or name in skip
+        lid = layer_id(name, depth) if layer_decay != 1.0 else depth + 1
+        g = groups.setdefault((lid, no_decay), {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                                                 "lr_scale": layer_decay ** (depth + 1 - lid)})
+        g["params"].append(p)
+    if not groups:
         raise ValueError("the model has no trainable parameters (check the freezing rule / model.kwargs)")
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [groups[k] for k in sorted(groups)]
 
 
 def build_optimizer(model: nn.Module, train: dict, lr: float) -> torch.optim.AdamW:
-    betas = tuple(float(b) for b in train.get("betas", (0.9, 0.999)))
-    return torch.optim.AdamW(param_groups(model, float(train.get("weight_decay", 0.05))), lr=lr, betas=betas)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    betas = tuple(float(b) for b in train["betas"])
+    groups = param_groups(model, float(train["weight_decay"]), float(train["layer_decay"]))
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)

@@ -1,11 +1,19 @@
-"""`dfer train --config RUN.yaml`: train one run (SFER or DFER) from a resolved run config.
+"""`dfer train --config RUN.yaml`: train one run (SFER or DFER) from a resolved run config, then test it.
 
-Recipe (official S2D ``run_class_finetuning.py``): AdamW (betas 0.9/0.999, weight decay 0.05, none on
-biases/norms), lr scaled by total batch / 8 (min/warm-up lr by / 256), step-level warm-up + cosine; loss
-``onehot`` (CE; SoftTargetCE on mixed targets), ``label_smoothing`` or ``onehot_sdl`` (+ lambda * SDL);
+Recipe (official S2D ``run_class_finetuning.py``, MAE-SFER for the image models; every value comes from the
+run config): AdamW (no weight decay on biases/norms), lr scaled by the total batch (``schedule.py``),
+optional layer-wise lr decay, step-level warm-up + cosine; loss ``onehot`` (CE; SoftTargetCE on mixed
+targets), ``label_smoothing`` or ``onehot_sdl`` (+ lambda * SDL, anchors from the un-mixed clip);
 Mixup/CutMix as a batch op (timm); only trainable parameters (after ``freeze_for_dfer`` for S2D DFER runs)
 reach the optimizer. The frozen landmark net runs on the (mixed) batch unless cached features match the
 frames. UniLearn's MoAE load-balancing loss is added when the model has ``aux_loss()``.
+
+Total batch: ``train.total_batch`` = the recipe's (official: 2 GPUs x 8). The job runs on the GPUs it is
+given (``train.gpus`` is what the SLURM profile asks for): with N > 1 visible GPUs, ``dfer train`` re-launches
+itself under ``torchrun`` (DDP, NCCL; ``find_unused_parameters`` for models with parameters a step may not
+use); with fewer GPUs than the recipe's, each process accumulates gradients over ``total_batch / (N x
+batch_size)`` micro-batches, so the total batch and the lr stay the recipe's. World size, accumulation and
+the effective batch are recorded in ``done.json``, ``eval.json`` and MLflow.
 
 Outputs (``output_dir``): ``model.pt``, ``metrics.jsonl`` (one line per epoch), ``eval.json`` +
 ``confusion.png`` + ``predictions.csv`` + ``features.npy`` + ``predictions.npz`` (`dfer evaluate`'s
@@ -17,9 +25,6 @@ Resumption: ``<output_dir>/resume/checkpoint.pt`` (not a workflow output) holds 
 schedule position (epoch, step), RNG states, SDL queues and the metric history; written atomically at every
 epoch end and, on SIGTERM/SIGUSR1 (SLURM preemption), at the next step boundary before exiting with
 status 75. A restarted run continues from it and ends with the same metrics (bitwise on CPU).
-
-Multi-GPU: ``torchrun --nproc_per_node=N -m dfer.cli train --config RUN.yaml`` (DDP; validation and the
-final evaluation run on rank 0).
 """
 from __future__ import annotations
 
@@ -28,11 +33,12 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -87,35 +93,269 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + rank * 10_007 + epoch) % 2**63
 
 
+# ---- batch arithmetic -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchPlan:
+    """How the recipe's total batch is made: ``world_size`` processes x ``accum_steps`` x ``batch_size``."""
+    batch_size: int
+    world_size: int
+    accum_steps: int
+
+    @property
+    def effective(self) -> int:
+        return self.batch_size * self.world_size * self.accum_steps
+
+    @classmethod
+    def for_run(cls, train: dict, world_size: int) -> "BatchPlan":
+        batch, total = int(train["batch_size"]), int(train["total_batch"])
+        if total % (batch * world_size):
+            raise ConfigError(f"train.total_batch {total} cannot be made of {world_size} process(es) x batch_size "
+                              f"{batch}: run on a number of GPUs that divides {total // batch}")
+        return cls(batch, world_size, total // (batch * world_size))
+
+    def record(self) -> dict:
+        return {"world_size": self.world_size, "accum_steps": self.accum_steps, "batch_size": self.batch_size,
+                "effective_batch": self.effective}
+
+
+# ---- setup ------------------------------------------------------------------------------------------
 def train_datasets(cfg: dict):
     """Train dataset (cached landmark features unless mixup/cutmix mixes the clips) and, when validating
     every epoch, the one-view test dataset (official: validation on the test csv)."""
-    from dfer.data.datasets import dataset_from_params
+    from dfer.data.datasets import run_dataset
 
-    aug = cfg["train"].get("augment") or {}
+    aug = cfg["train"]["augment"]
     data = dict(cfg["data"])
-    if aug.get("mixup") or aug.get("cutmix"):
+    if aug["mixup"] or aug["cutmix"]:
         data["features"] = None  # the landmark net must see the mixed clip (official)
-    train_cfg = {"data": data, "train": cfg["train"]}
-    train_ds = dataset_from_params(train_cfg, cfg["dataset"], "train", cfg.get("fold"), mode="train",
-                                   base=project_base())
+    train_ds = run_dataset(data, cfg["dataset"], "train", cfg["fold"], mode="train", augment=aug,
+                           base=project_base())
     val_ds = None
-    if cfg["train"].get("validate_every_epoch"):
+    if cfg["train"]["validate_every_epoch"]:
         from dfer.engine.evaluate import evaluation_dataset
 
         val_ds = evaluation_dataset(cfg, views={"temporal": 1, "spatial": 1})
     return train_ds, val_ds
 
 
-def validate(model: nn.Module, cfg: dict, val_ds, device, lmk_net, precision, show: bool) -> dict:
+@dataclass
+class Trainer:
+    """Everything one training job holds: built by :func:`setup`, driven by :func:`run_epochs`."""
+    cfg: dict
+    hash: str
+    out: Path
+    env: dist_env.DistEnv
+    batches: BatchPlan
+    model: nn.Module
+    ddp_model: nn.Module
+    lmk_net: nn.Module | None
+    sdl: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    precision: Precision
+    sampler: EpochSampler
+    lr_schedule: object
+    mixup: object
+    train_ds: object
+    val_ds: object
+    tracker: object = None
+    history: list = field(default_factory=list)
+    best: dict | None = None
+
+    @property
+    def resume_file(self) -> Path:
+        return ck.resume_path(self.out)
+
+    @property
+    def main(self) -> bool:
+        return self.env.is_main
+
+
+def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
+    from dfer.data.transforms import mixup_fn
+    from dfer.engine.schedule import build_optimizer, cosine_schedule, scaled_lrs
+    from dfer.models.params import count_parameters
+
+    tr = cfg["train"]
+    set_determinism(tr["deterministic"], env.device)
+    ck.seed_everything(epoch_seed(cfg["seed"], env.rank, -1))
+    batches = BatchPlan.for_run(tr, env.world_size)
+    train_ds, val_ds = train_datasets(cfg)
+    model = build_model(cfg, verbose=env.is_main).to(env.device)
+    lmk_net = build_landmarks(cfg)
+    lmk_net = lmk_net.to(env.device) if lmk_net is not None else None
+    classes = class_names(cfg)
+    sdl = None
+    if tr["loss"] == "onehot_sdl":
+        from dfer.models.sdl import SDL
+
+        sdl = SDL(len(classes), int(model.num_features), k=int(tr["sdl"]["k"]),
+                  queue_size=int(tr["sdl"]["queue_size"])).to(env.device)
+    total_p, tunable_p = count_parameters(model)
+    if env.is_main:
+        print(f"run {cfg['name']} ({run_hash(cfg)}): {cfg['model']['name']} on {cfg['dataset']}"
+              f"{'' if cfg['fold'] is None else ' fold ' + str(cfg['fold'])}, {len(train_ds)} train items, "
+              f"device {env.device} x{env.world_size}, batch {batches.batch_size} x {env.world_size} process(es) "
+              f"x {batches.accum_steps} accumulation = {batches.effective}; parameters: {total_p / 1e6:.3f} M "
+              f"total, {tunable_p / 1e6:.3f} M tunable")
+    lrs = scaled_lrs(tr, batches.effective)
+    optimizer = build_optimizer(model, tr, lrs["lr"])
+    precision = Precision.from_config(tr, env.device)
+    sampler = EpochSampler(train_ds.labels, cfg["seed"], batches.batch_size, balanced=cfg["data"]["oversample"],
+                           rank=env.rank, world_size=env.world_size, accum_steps=batches.accum_steps)
+    schedule = cosine_schedule(lrs["lr"], lrs["min_lr"], int(tr["epochs"]), sampler.steps,
+                               float(tr["warmup_epochs"]), lrs["warmup_lr"])
+    smoothing = float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0
+    mixup = mixup_fn(tr["augment"], len(classes), label_smoothing=smoothing)
+    if mixup is not None and sampler.micro_batch % 2:
+        raise ConfigError(f"train.batch_size={batches.batch_size}: Mixup/CutMix needs an even batch size")
+    ddp_model = model
+    if env.distributed:
+        # Parameters a step may leave without gradient: S2D's last prompt norm (official), UniLearn's image head
+        # and idle experts.
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            find_unused_parameters=bool(getattr(model, "has_unused_parameters", True)))
+    return Trainer(cfg, run_hash(cfg), output_dir(cfg), env, batches, model, ddp_model, lmk_net, sdl, optimizer,
+                   torch.amp.GradScaler("cuda") if precision.needs_scaler else None, precision, sampler, schedule,
+                   mixup, train_ds, val_ds)
+
+
+# ---- resume -----------------------------------------------------------------------------------------
+@dataclass
+class Position:
+    epoch: int = 0
+    step: int = 0
+    partial: dict | None = None   # loss/throughput of the part of an epoch done before a stop
+    rng: dict | None = None
+
+
+def resume(t: Trainer) -> Position:
+    """Load the resume checkpoint of this config, if any, into the trainer; return where to continue."""
+    state = ck.load_resume(t.resume_file)
+    if state is not None and state.get("config_hash") != t.hash:
+        if t.main:
+            print(f"warning: {t.resume_file} belongs to config {state.get('config_hash')}, not {t.hash}; "
+                  "starting over")
+        state = None
+    if state is None:
+        return Position()
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    if t.scaler is not None and state["scaler"]:
+        t.scaler.load_state_dict(state["scaler"])
+    if t.sdl is not None and state["sdl"]:
+        t.sdl.load_state_dict(state["sdl"])
+    t.history, t.best = state["history"], state["best"]
+    pos = Position(int(state["epoch"]), int(state["step"]), state["partial"], state["rng"])
+    if t.main:
+        where = f"epoch {pos.epoch + 1} step {pos.step}" if pos.step else f"epoch {pos.epoch + 1}"
+        print(f"resuming from {t.resume_file} at {where}")
+    return pos
+
+
+def save_state(t: Trainer, epoch: int, step: int, partial: dict | None) -> None:
+    if not t.main:
+        return
+    ck.save_resume(t.resume_file, {
+        "config_hash": t.hash, "epoch": epoch, "step": step, "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(), "scaler": t.scaler.state_dict() if t.scaler else None,
+        "sdl": t.sdl.state_dict() if t.sdl is not None else None,
+        "schedule": {"steps_per_epoch": t.sampler.steps, "global_step": epoch * t.sampler.steps + step},
+        "sampler": {"seed": t.sampler.seed, "epoch": epoch, "skip": step * t.batches.accum_steps * t.sampler.micro_batch,
+                    "balanced": t.sampler.balanced},
+        "batches": t.batches.record(), "rng": ck.rng_state(), "history": t.history, "best": t.best,
+        "partial": partial,
+    })
+    ck.write_jsonl(t.resume_file.parent / "metrics.jsonl", t.history)
+
+
+# ---- epochs -----------------------------------------------------------------------------------------
+def step_state(t: Trainer, epoch: int, stop: StopFlag) -> StepState:
+    from dfer.models.sdl import SDLConfig, sdl_active, sdl_weight, should_update
+
+    tr, epochs = t.cfg["train"], int(t.cfg["train"]["epochs"])
+    st = StepState(t.optimizer, t.lr_schedule, t.sampler.steps, t.precision, t.scaler, t.lmk_net,
+                   bool(t.train_ds.uses_feature_cache), t.mixup, tr["loss"], float(tr["label_smoothing"]),
+                   len(class_names(t.cfg)), accum_steps=t.batches.accum_steps,
+                   aux_coeff=float(tr["aux_loss_coeff"]), clip_grad=tr["clip_grad"],
+                   stop_requested=lambda: dist_env.broadcast_flag(t.env, stop()))
+    if t.sdl is not None:
+        s = tr["sdl"]
+        scfg = SDLConfig(k=int(s["k"]), queue_size=int(s["queue_size"]), schedule=s["schedule"], update=s["update"],
+                         update_freq=int(s["update_freq"]))
+        st.sdl, st.sdl_lambda = t.sdl, sdl_weight(epoch, epochs, scfg.schedule)
+        st.sdl_active = sdl_active(epoch, epochs, scfg.schedule)
+        st.sdl_update = should_update(epoch, epochs, scfg)
+    return st
+
+
+def validate_epoch(t: Trainer, epoch: int, show: bool) -> dict:
+    """Official per-epoch validation on the test split; keeps ``best.pt`` (best WAR = official acc1)."""
     from dfer.engine.evaluate import score_dataset
     from dfer.engine.metrics import summarize
+    from dfer.models.checkpoint import save_checkpoint
 
-    res = score_dataset(model, cfg, val_ds, device, lmk_net, precision, show=show, desc="validate")
-    s = summarize(res["labels"], res["probs"].argmax(axis=1), class_names(cfg))
-    return {"val_uar": s["uar"], "val_war": s["war"]}
+    res = score_dataset(t.model, t.cfg, t.val_ds, t.env.device, t.lmk_net, t.precision, show=show, desc="validate")
+    s = summarize(res["labels"], res["probs"].argmax(axis=1), class_names(t.cfg))
+    row = {"val_uar": s["uar"], "val_war": s["war"]}
+    if t.best is None or row["val_war"] > t.best["val_war"]:
+        t.best = {"epoch": epoch + 1, **row}
+        save_checkpoint(t.model, t.resume_file.parent / "best.pt",
+                        meta={"config": t.cfg, "config_hash": t.hash, "epoch": epoch + 1,
+                              "classes": class_names(t.cfg), "selection": "best_on_test"})
+    return row
 
 
+def run_epochs(t: Trainer, pos: Position, stop: StopFlag, show: bool) -> bool:
+    """Train from ``pos`` to the last epoch; False when stopped by a signal (checkpoint saved)."""
+    cfg, env = t.cfg, t.env
+    for epoch in range(pos.epoch, int(cfg["train"]["epochs"])):
+        step0 = pos.step if epoch == pos.epoch else 0
+        if step0 and pos.rng is not None:
+            ck.set_rng_state(pos.rng)  # mid-epoch: continue the RNG streams where they stopped
+        else:
+            ck.seed_everything(epoch_seed(cfg["seed"], env.rank, epoch))
+        t.sampler.set_epoch(epoch, skip=step0 * t.batches.accum_steps * t.sampler.micro_batch)
+        loader = make_loader(t.train_ds, t.sampler.micro_batch, t.sampler, int(cfg["train"]["num_workers"]),
+                             epoch_seed(cfg["seed"], env.rank, epoch), False, env.device)
+        st = step_state(t, epoch, stop)
+        r = train_one_epoch(t.ddp_model, loader, st, epoch, env.device, start_step=step0, show=show)
+        if pos.partial and step0:  # the part of this epoch done before the restart
+            for k in ("loss_sum", "steps", "clips", "seconds"):
+                r[k] += pos.partial[k]
+        pos.partial = None
+        if r["stopped"]:
+            save_state(t, epoch, r["step"], {k: r[k] for k in ("loss_sum", "steps", "clips", "seconds")})
+            if t.main:
+                print(f"stopped by signal {stop.signum} at epoch {epoch + 1} step {r['step']}; checkpoint "
+                      f"saved to {t.resume_file}; run the same command again to continue", file=sys.stderr)
+            return False
+        row = {"epoch": epoch + 1,
+               "train_loss": dist_env.all_reduce_mean(env, r["loss_sum"] / max(r["steps"], 1)),
+               "lr": float(t.lr_schedule[min((epoch + 1) * t.sampler.steps - 1, len(t.lr_schedule) - 1)])}
+        if t.sdl is not None:
+            row["sdl_lambda"] = st.sdl_lambda
+        if t.val_ds is not None:
+            if t.main:
+                row.update(validate_epoch(t, epoch, show))
+            dist_env.barrier(env)
+        row["time"] = round(r["seconds"], 3)
+        row["clips_per_s"] = round(r["clips"] * env.world_size / r["seconds"], 3) if r["seconds"] else None
+        t.history.append(row)
+        t.tracker.log_epoch({k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
+        if t.main:
+            print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                  flush=True)
+        save_state(t, epoch + 1, 0, None)
+        if stop():
+            print(f"stopped by signal {stop.signum} after epoch {epoch + 1}; checkpoint saved to "
+                  f"{t.resume_file}", file=sys.stderr)
+            return False
+    return True
+
+
+# ---- the job ----------------------------------------------------------------------------------------
 class NullTracker:
     def log_params(self, *a, **k): ...
     def log_epoch(self, *a, **k): ...
@@ -123,13 +363,13 @@ class NullTracker:
     def end(self, *a, **k): ...
 
 
-def make_tracker(raw: dict, enabled: bool):
+def make_tracker(cfg: dict, enabled: bool):
     if not enabled or os.environ.get("DFER_NO_TRACKING") == "1":
         return NullTracker()
     try:
         from dfer.workflow.tracking import Tracker
 
-        return Tracker.from_config(raw, stage="train").start()
+        return Tracker.from_config(cfg, stage="train").start()
     except Exception as exc:  # noqa: BLE001 - tracking never kills a run
         print(f"warning: MLflow tracking unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
         return NullTracker()
@@ -150,213 +390,63 @@ def finished(out: Path, h: str) -> bool:
     return True
 
 
-def train_run(raw: dict, cfg: dict, device: str | None = None, force: bool = False, track: bool = True,
+def train_run(cfg: dict, device: str | None = None, force: bool = False, track: bool = True,
               show: bool = True) -> int:
-    h = run_hash(raw)
-    out = output_dir(cfg, raw)
+    """Train and test one run; 0 when finished, EXIT_PREEMPTED when stopped by a signal (run again)."""
+    h, out = run_hash(cfg), output_dir(cfg)
     if not force and finished(out, h):
         print(f"{out}: already finished (config {h}); nothing to do")
         return 0
     env = dist_env.setup(device)
-    main_proc = env.is_main
-    show = show and main_proc
-    set_determinism(bool(cfg["train"].get("deterministic", True)), env.device)
-    tr_cfg = cfg["train"]
-    epochs, batch = int(tr_cfg["epochs"]), int(tr_cfg["batch_size"])
-    resume_file = ck.resume_path(out)
-    if force and main_proc and resume_file.parent.exists():
-        shutil.rmtree(resume_file.parent)
+    show = show and env.is_main
+    if force and env.is_main and ck.resume_path(out).parent.exists():
+        shutil.rmtree(ck.resume_path(out).parent)
     dist_env.barrier(env)
-
-    ck.seed_everything(epoch_seed(cfg["seed"], env.rank, -1))
-    train_ds, val_ds = train_datasets(cfg)
-    model = build_model(cfg, verbose=main_proc)
-    lmk_net = build_landmarks(cfg)
-    classes = class_names(cfg)
-    sdl = None
-    if tr_cfg["loss"] == "onehot_sdl":
-        from dfer.models.sdl import SDL
-
-        s = tr_cfg["sdl"]
-        dim = int(getattr(model, "num_features", 0) or model.head.fc_cls.in_features)
-        sdl = SDL(len(classes), dim, k=int(s.get("k", 2)), queue_size=int(s.get("queue_size", 16)))
-    model.to(env.device)
-    if lmk_net is not None:
-        lmk_net.to(env.device)
-    if sdl is not None:
-        sdl.to(env.device)
-
-    from dfer.models.params import count_parameters
-
-    total_p, tunable_p = count_parameters(model)
-    if main_proc:
-        print(f"run {cfg.get('name')} ({h}): {cfg['model']['name']} on {cfg['dataset']}"
-              f"{'' if cfg.get('fold') is None else ' fold ' + str(cfg['fold'])}, {len(train_ds)} train items, "
-              f"device {env.device} x{env.world_size}; parameters: {total_p / 1e6:.3f} M total, "
-              f"{tunable_p / 1e6:.3f} M tunable")
-
-    from dfer.engine.schedule import build_optimizer, cosine_schedule, scaled_lrs
-
-    lrs = scaled_lrs(tr_cfg, batch * env.world_size)
-    optimizer = build_optimizer(model, tr_cfg, lrs["lr"])
-    precision = Precision.from_config(tr_cfg, env.device)
-    scaler = torch.amp.GradScaler("cuda") if precision.needs_scaler else None
-    sampler = EpochSampler(train_ds.labels, cfg["seed"], balanced=bool(cfg["data"].get("oversample")),
-                           rank=env.rank, world_size=env.world_size)
-    drop_last = sampler.num_samples >= batch
-    steps_per_epoch = sampler.num_samples // batch if drop_last else -(-sampler.num_samples // batch)
-    lr_schedule = cosine_schedule(lrs["lr"], lrs["min_lr"], epochs, steps_per_epoch,
-                                  float(tr_cfg.get("warmup_epochs", 0)), lrs["warmup_lr"])
-    from dfer.data.transforms import mixup_fn
-
-    smoothing = float(tr_cfg.get("label_smoothing", 0.1)) if tr_cfg["loss"] == "label_smoothing" else 0.0
-    mixup = mixup_fn(tr_cfg.get("augment"), len(classes), label_smoothing=smoothing)
-    if mixup is not None and batch % 2:
-        raise ConfigError(f"train.batch_size={batch}: Mixup/CutMix needs an even batch size")
-
-    ddp_model = model
-    if env.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            find_unused_parameters=cfg.get("method") == "s2d")  # prompt_norms[-1] is never used (official)
-
-    # ---- resume ----
-    start_epoch, start_step, history, best, partial = 0, 0, [], None, None
-    state = ck.load_resume(resume_file)
-    if state is not None and state.get("config_hash") != h:
-        if main_proc:
-            print(f"warning: {resume_file} belongs to config {state.get('config_hash')}, not {h}; starting over")
-        state = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if sdl is not None and state.get("sdl"):
-            sdl.load_state_dict(state["sdl"])
-        start_epoch, start_step = int(state["epoch"]), int(state["step"])
-        history, best, partial = state.get("history", []), state.get("best"), state.get("partial")
-        if main_proc:
-            where = f"epoch {start_epoch + 1} step {start_step}" if start_step else f"epoch {start_epoch + 1}"
-            print(f"resuming from {resume_file} at {where}")
-
+    t = setup(cfg, env, show)
+    pos = resume(t)
     stop = StopFlag().install()
-    tracker = make_tracker(raw, track and main_proc)
-    tracker.log_params()
-
-    def save_state(epoch: int, step: int, part: dict | None) -> None:
-        if not main_proc:
-            return
-        ck.save_resume(resume_file, {
-            "config_hash": h, "epoch": epoch, "step": step, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-            "sdl": sdl.state_dict() if sdl is not None else None,
-            "schedule": {"steps_per_epoch": steps_per_epoch, "global_step": epoch * steps_per_epoch + step},
-            "sampler": {"seed": sampler.seed, "epoch": epoch, "skip": step * batch, "balanced": sampler.balanced},
-            "rng": ck.rng_state(), "history": history, "best": best, "partial": part,
-        })
-        ck.write_jsonl(resume_file.parent / "metrics.jsonl", history)
-
-    from dfer.models.sdl import SDLConfig, sdl_active, sdl_weight, should_update
-
+    t.tracker = make_tracker(cfg, track and env.is_main)
+    t.tracker.log_params({**cfg, "runtime": t.batches.record()})
     try:
-        for epoch in range(start_epoch, epochs):
-            step0 = start_step if epoch == start_epoch else 0
-            if step0 and state is not None:
-                ck.set_rng_state(state["rng"])  # mid-epoch: continue the RNG streams where they stopped
-            else:
-                ck.seed_everything(epoch_seed(cfg["seed"], env.rank, epoch))
-            sampler.set_epoch(epoch, skip=step0 * batch)
-            loader = make_loader(train_ds, batch, sampler, int(tr_cfg.get("num_workers", 0)),
-                                 epoch_seed(cfg["seed"], env.rank, epoch), drop_last, env.device)
-            st = StepState(optimizer, lr_schedule, steps_per_epoch, precision, scaler, lmk_net,
-                           bool(getattr(train_ds, "uses_feature_cache", False)), mixup, tr_cfg["loss"],
-                           float(tr_cfg.get("label_smoothing", 0.1)), len(classes),
-                           aux_coeff=float(tr_cfg.get("aux_loss_coeff", 1e-3)), clip_grad=tr_cfg.get("clip_grad"),
-                           stop_requested=lambda: dist_env.broadcast_flag(env, stop()))
-            if sdl is not None:
-                s = tr_cfg["sdl"]
-                scfg = SDLConfig(k=int(s.get("k", 2)), queue_size=int(s.get("queue_size", 16)),
-                                 schedule=s.get("schedule", "paper"), update=s.get("update", "paper"),
-                                 update_freq=int(s.get("update_freq", 40)))
-                st.sdl, st.sdl_lambda = sdl, sdl_weight(epoch, epochs, scfg.schedule)
-                st.sdl_active = sdl_active(epoch, epochs, scfg.schedule)
-                st.sdl_update = should_update(epoch, epochs, scfg)
-            r = train_one_epoch(ddp_model, loader, st, epoch, env.device, start_step=step0, show=show)
-            if partial and step0:  # the part of this epoch done before the restart
-                for k in ("loss_sum", "steps", "clips", "seconds"):
-                    r[k] += partial[k]
-            partial = None
-            if r["stopped"]:
-                save_state(epoch, r["step"], {k: r[k] for k in ("loss_sum", "steps", "clips", "seconds")})
-                if main_proc:
-                    print(f"stopped by signal {stop.signum} at epoch {epoch + 1} step {r['step']}; checkpoint "
-                          f"saved to {resume_file}; run the same command again to continue", file=sys.stderr)
-                return EXIT_PREEMPTED
-            row = {"epoch": epoch + 1,
-                   "train_loss": dist_env.all_reduce_mean(env, r["loss_sum"] / max(r["steps"], 1)),
-                   "lr": float(lr_schedule[min((epoch + 1) * steps_per_epoch - 1, len(lr_schedule) - 1)])}
-            if sdl is not None:
-                row["sdl_lambda"] = st.sdl_lambda
-            if val_ds is not None:
-                if main_proc:
-                    row.update(validate(model, cfg, val_ds, env.device, lmk_net, precision, show))
-                    if best is None or row["val_war"] > best["val_war"]:  # official --val_metric acc1
-                        best = {"epoch": epoch + 1, "val_war": row["val_war"], "val_uar": row["val_uar"]}
-                        from dfer.models.checkpoint import save_checkpoint
-
-                        save_checkpoint(model, resume_file.parent / "best.pt",
-                                        meta={"config": raw, "config_hash": h, "epoch": epoch + 1,
-                                              "classes": classes, "selection": "best_on_test"})
-                dist_env.barrier(env)
-            row["time"] = round(r["seconds"], 3)
-            row["clips_per_s"] = round(r["clips"] * env.world_size / r["seconds"], 3) if r["seconds"] else None
-            history.append(row)
-            tracker.log_epoch({k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
-            if main_proc:
-                shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-                print(shown, flush=True)
-            save_state(epoch + 1, 0, None)
-            if stop():
-                print(f"stopped by signal {stop.signum} after epoch {epoch + 1}; checkpoint saved to "
-                      f"{resume_file}", file=sys.stderr)
-                return EXIT_PREEMPTED
-        if main_proc:
-            finalize(raw, cfg, h, out, model, history, best, env, show, tracker)
+        if not run_epochs(t, pos, stop, show):
+            return EXIT_PREEMPTED
+        if env.is_main:
+            finalize(t, show)
         dist_env.barrier(env)
     finally:
         stop.restore()
-        tracker.end()
+        t.tracker.end()
         dist_env.cleanup()
     return 0
 
 
-def finalize(raw: dict, cfg: dict, h: str, out: Path, model: nn.Module, history: list[dict], best: dict | None,
-             env, show: bool, tracker) -> None:
+def finalize(t: Trainer, show: bool) -> None:
     """Evaluate and write the final outputs into a staging folder, then move them in place (done.json last)."""
-    from dfer.engine.evaluate import evaluate
+    from dfer.engine.evaluate import evaluate, file_sha256, load_weights
     from dfer.engine.runconfig import BEST_ON_TEST_LABEL
     from dfer.models.checkpoint import save_checkpoint
 
+    cfg, out = t.cfg, t.out
     epochs = int(cfg["train"]["epochs"])
-    stage = ck.resume_path(out).parent / "final"
+    stage = t.resume_file.parent / "final"
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    classes = class_names(cfg)
-    save_checkpoint(model, stage / "model.pt", meta={"config": raw, "config_hash": h, "epoch": epochs,
-                                                     "classes": classes, "dataset": cfg["dataset"]})
-    best_src = ck.resume_path(out).parent / "best.pt"
+    save_checkpoint(t.model, stage / "model.pt", meta={"config": cfg, "config_hash": t.hash, "epoch": epochs,
+                                                       "classes": class_names(cfg), "dataset": cfg["dataset"]})
+    best_src = t.resume_file.parent / "best.pt"
     select = cfg["evaluate"]["select"]
+    model = t.model
     if select == "best_on_test":
         if not best_src.is_file():
             raise ConfigError(f"{best_src}: missing; best_on_test needs train.validate_every_epoch")
-        model = _load_into(model, best_src)
-    report = evaluate(cfg, raw, out / ("best.pt" if select == "best_on_test" else "model.pt"), select,
-                      stage / "eval.json", env.device, show=show, model=model,
-                      epoch=best["epoch"] if select == "best_on_test" and best else epochs,
-                      extra={"checkpoint_sha256": _sha(stage / "model.pt" if select == "last" else best_src)})
-    ck.write_jsonl(stage / "metrics.jsonl", history)
+        load_weights(model, best_src)
+    report = evaluate(cfg, out / ("best.pt" if select == "best_on_test" else "model.pt"), select,
+                      stage / "eval.json", t.env.device, show=show, model=model,
+                      epoch=t.best["epoch"] if select == "best_on_test" and t.best else epochs,
+                      extra={"checkpoint_sha256": file_sha256(stage / "model.pt" if select == "last" else best_src),
+                             "batches": t.batches.record()})
+    ck.write_jsonl(stage / "metrics.jsonl", t.history)
     names = ["model.pt", "metrics.jsonl", "eval.json", "confusion.png", "predictions.csv", "features.npy",
              "predictions.npz"]
     if best_src.is_file():
@@ -364,33 +454,49 @@ def finalize(raw: dict, cfg: dict, h: str, out: Path, model: nn.Module, history:
         names.append("best.pt")
     for name in names:
         os.replace(stage / name, out / name)
-    done = {"config_hash": h, "name": cfg.get("name"), "epochs": epochs, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "uar": report["uar"], "war": report["war"], "selection": report["selection"],
-            "best": best, "final": history[-1] if history else None, "outputs": names}
-    if best is not None and select == "last":
-        done["best_on_test_note"] = f"best.pt = epoch {best['epoch']}: {BEST_ON_TEST_LABEL}"
+    done = {"config_hash": t.hash, "name": cfg["name"], "epochs": epochs,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "uar": report["uar"], "war": report["war"],
+            "selection": report["selection"], "best": t.best, "final": t.history[-1] if t.history else None,
+            "batches": t.batches.record(), "outputs": names}
+    if t.best is not None and select == "last":
+        done["best_on_test_note"] = f"best.pt = epoch {t.best['epoch']}: {BEST_ON_TEST_LABEL}"
     if not (out / "config.yaml").is_file():  # `dfer evaluate --run` reads it (the planner normally wrote it)
         import yaml
 
-        ck.write_text(out / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
+        ck.write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     ck.write_json(out / "done.json", done)
-    tracker.log_eval(out / "eval.json", out / "confusion.png")
-    shutil.rmtree(ck.resume_path(out).parent, ignore_errors=True)
+    t.tracker.log_eval(out / "eval.json", out / "confusion.png")
+    shutil.rmtree(t.resume_file.parent, ignore_errors=True)
     print(f"finished: UAR {100 * report['uar']:.2f}  WAR {100 * report['war']:.2f} ({report['selection']}); "
           f"outputs in {out}")
 
 
-def _sha(path: Path) -> str:
-    from dfer.engine.evaluate import file_sha256
+# ---- launching on several GPUs ----------------------------------------------------------------------
+def visible_devices() -> int:
+    """GPUs this job may use: CUDA's count; where CUDA is unusable but SLURM allocated GPUs (a test cluster
+    with fake GPU devices), the allocation's count, run as CPU processes."""
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES", "") if os.environ.get("SLURM_JOB_ID") else ""
+    return len([d for d in listed.split(",") if d.strip()])
 
-    return file_sha256(path)
+
+def processes_for(cfg: dict, nproc: int | None) -> int:
+    """How many DDP processes this job starts: ``--nproc``, else min(train.gpus, visible GPUs), at least 1."""
+    if nproc is not None:
+        return max(int(nproc), 1)
+    return max(min(int(cfg["train"]["gpus"]), visible_devices()), 1)
 
 
-def _load_into(model: nn.Module, path: Path) -> nn.Module:
-    from dfer.engine.evaluate import load_weights
-
-    load_weights(model, path)
-    return model
+def relaunch_distributed(argv: list[str], nproc: int) -> int:
+    """Run this command again under torchrun with ``nproc`` processes (one per GPU; gloo on CPU)."""
+    if not torch.cuda.is_available():
+        print(f"dfer train: CUDA is not usable here; running {nproc} DDP processes on the CPU (gloo)",
+              file=sys.stderr)
+    # The children see WORLD_SIZE (set by torchrun) and train; they never re-launch.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "dfer.cli", "train", *argv]
+    return subprocess.call(cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,14 +504,24 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="resolved run config (results/runs/<hash>/config.yaml)")
     ap.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    ap.add_argument("--nproc", type=int, default=None,
+                    help="DDP processes (default: min(train.gpus, visible GPUs); >1 re-launches under torchrun)")
     ap.add_argument("--force", action="store_true",
                     help="retrain even if done.json exists (old results stay until the new run finishes)")
     ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (also DFER_NO_TRACKING=1)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    raw, cfg = load_run_config(args.config)
-    return train_run(raw, cfg, device=args.device, force=args.force, track=not args.no_tracking,
-                     show=not args.quiet)
+    cfg = load_run_config(args.config)
+    nproc = processes_for(cfg, args.nproc)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if not args.force and finished(output_dir(cfg), run_hash(cfg)):
+            print(f"{output_dir(cfg)}: already finished (config {run_hash(cfg)}); nothing to do")
+            return 0
+        flags = [f"--{k}" for k in ("force", "no_tracking", "quiet") if getattr(args, k)]
+        device = ["--device", args.device] if args.device else []
+        return relaunch_distributed(["--config", args.config, *device, *[f.replace("_", "-") for f in flags]],
+                                    nproc)
+    return train_run(cfg, device=args.device, force=args.force, track=not args.no_tracking, show=not args.quiet)
 
 
 if __name__ == "__main__":

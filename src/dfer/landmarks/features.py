@@ -45,17 +45,16 @@ def dataset_samples(dataset: str, params: dict | None = None, base: str | os.Pat
     entries = cfg["data"]["datasets"]
     if dataset not in entries:
         raise KeyError(f"dataset {dataset!r} is not in params.yaml data.datasets ({sorted(entries)})")
-    entry = dict(entries[dataset])
-    entry.pop("subset", None)  # features are needed for every item, not a training subset
+    entry = dict(entries[dataset])  # every item: a training subset does not apply here
     base = Path(base) if base is not None else project_root()
-    folds = (entry.get("folds") or [1, 2, 3, 4, 5]) if dataset in FOLDED_DATASETS else [None]
+    folds = (entry["folds"] or [1, 2, 3, 4, 5]) if dataset in FOLDED_DATASETS else [None]
     splits = ("train", "val", "test") if dataset in IMAGE_DATASETS else ("train", "test")
     seen: dict[str, Sample] = {}
     for fold in folds:
         for split in splits:
             try:
                 samples = load_dataset_entry(dataset, entry, split, fold,
-                                             frame_order=cfg["data"].get("frame_order"), base=base)
+                                             frame_order=cfg["data"]["frame_order"], base=base)
             except DataError:
                 raise
             except ValueError as exc:  # e.g. "RAF-DB has no validation split"
@@ -253,17 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides")
     args = ap.parse_args(argv)
 
-    from dfer.config import load_params
+    from dfer.config import load_params, params_base
 
     cfg = load_params(args.params, args.set)
-    lcfg = cfg.get("landmarks", {}) or {}
-    fcfg = lcfg.get("features", {}) or {}
-    backbone = args.backbone or lcfg.get("backbone", "MobileFaceNet")
-    weights = args.weights or (lcfg.get("weights") or {}).get(backbone)
-    input_size = args.input_size or fcfg.get("input_size")
-    batch_size = args.batch_size or int(fcfg.get("batch_size", 64))
+    lcfg = cfg["landmarks"]
+    backbone = args.backbone or lcfg["backbone"]
+    weights = args.weights or lcfg["weights"][backbone]
+    input_size = args.input_size or lcfg["features"]["input_size"]
+    batch_size = args.batch_size or int(lcfg["features"]["batch_size"])
     out = Path(args.out or f"results/features/{args.dataset}/{backbone}")
-    base = Path(args.params).resolve().parent if args.params else None
+    base = params_base(args.params)
     samples = dataset_samples(args.dataset, cfg, base)
     stats = extract_features(samples, out, backbone, weights, input_size, batch_size, args.device)
     fps = stats.frames / stats.seconds if stats.seconds > 0 and stats.frames else 0.0

@@ -47,11 +47,6 @@ FLIP_68 = np.arange(NUM_POINTS)
 for _a, _b in _PAIRS:
     FLIP_68[_a], FLIP_68[_b] = _b, _a
 
-TRAIN_DEFAULTS = {"datasets": ["DFEW"], "external_datasets": [], "frames_per_clip": 4, "max_train_frames": None,
-                  "max_test_frames": None, "test_percent": 20, "epochs": 30, "batch_size": 32, "lr": 2e-3,
-                  "weight_decay": 1e-4, "crop_scale": 1.2,
-                  "augment": {"rotate": 15.0, "scale": 0.1, "shift": 0.05, "hflip": True}, "seed": 0}
-
 
 # ------------------------------------------------------------------------------------ ground truth
 @dataclass
@@ -267,7 +262,6 @@ def train_landmark_net(backbone: str, train_bank: CropBank, cfg: dict, weights=N
     """Train (or, with ``epochs: 0``, just load) the net on ``train_bank``; returns it in eval mode."""
     from tqdm import tqdm
 
-    cfg = {**TRAIN_DEFAULTS, **cfg}
     model = build_landmark_net(backbone, weights, seed=int(cfg["seed"])).to(device)
     epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
     steps_per_epoch = len(train_bank) // bs if len(train_bank) >= bs else 1
@@ -357,7 +351,6 @@ def save_examples(path: Path, model: nn.Module, bank: CropBank, n: int = 8, devi
 def run(backbone: str, samples: Sequence[Sample], roots: dict[str, Path], out_dir: str | os.PathLike,
         cfg: dict, weights=None, device="cpu", progress: bool = True) -> dict:
     """Build crops, train, measure ION on the held-out frames, write model.pt / report.json / examples.png."""
-    cfg = {**TRAIN_DEFAULTS, **cfg}
     net = landmark_net_config(backbone)
     t0 = time.perf_counter()
     train_items, test_items = split_items(samples, roots, int(cfg["frames_per_clip"]), int(cfg["test_percent"]),
@@ -410,18 +403,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides")
     args = ap.parse_args(argv)
 
-    from dfer.config import load_params, project_root
+    from dfer.config import load_params, params_base
     from dfer.landmarks.features import dataset_samples
 
     params = load_params(args.params, args.set)
-    lcfg = params.get("landmarks", {}) or {}
-    backbone = args.backbone or lcfg.get("backbone", "MobileFaceNet")
+    lcfg = params["landmarks"]
+    backbone = args.backbone or lcfg["backbone"]
     net = landmark_net_config(backbone)
-    cfg = {**TRAIN_DEFAULTS, **(lcfg.get("train") or {})}
+    cfg = dict(lcfg["train"])
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     datasets = args.datasets or (list(cfg["datasets"]) + (list(cfg["external_datasets"]) if net.external_data else []))
-    base = Path(args.params).resolve().parent if args.params else project_root()
+    base = params_base(args.params)
     samples, roots = [], {}
     for d in datasets:
         root = Path(params["data"]["datasets"][d]["root"])

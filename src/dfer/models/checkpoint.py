@@ -12,11 +12,18 @@ Formats (``load_pretrained(model, path, format=...)``):
   * ``mae`` — MAE / timm ViT weights (``model`` -> ``blocks.*``, ``norm.*``, ``patch_embed.*``,
     ``cls_token``, ``pos_embed``): ``norm.*`` -> ``ln_post.*``; MAE decoder keys and ``mask_token`` dropped.
 
+The classifier (``head=...``): a checkpoint trained on another label set must not pass its rows to the new
+classes in whatever order they happen to be. ``head="keep"`` (default; loading a model for its own classes)
+keeps ``head.*`` when the shapes match; ``head="fresh"`` drops it (the official DFER fine-tuning: the
+AffectNet-7 checkpoint's classifier is not named ``head.fc_cls``, so the DFER head starts from its init);
+``head="remap"`` copies rows by canonical class name from ``classes=(source names, target names)`` and keeps
+the fresh init for classes the source lacks.
+
 Extensions beyond the official loader, applied to every format and listed in the printed report (the
 official loader would raise on these shape clashes):
-  * ``head.fc_cls.*`` with another class count is dropped (the classifier is re-initialised), so an
-    AffectNet-7 model initialises an 11-class MAFW model.
-  * ``temporal_embedding`` with another frame count is repeated (from T=1, an SFER model) or linearly
+  * ``head.fc_cls.*`` with another class count is dropped (the classifier is re-initialised).
+  * ``temporal_embedding`` of a one-frame (SFER) model is dropped: the DFER model's starts from its own init,
+    as in the official code, whose SFER model has none. Between two frame counts > 1 it is linearly
     interpolated over time.
   * ``pos_embed`` on another token grid is resized (bicubic, timm ``resample_abs_pos_embed``).
 Any other shape clash, or a file that holds no ViT weights at all (e.g. a ResNet), raises
@@ -105,9 +112,44 @@ def _rename_norm(sd: dict, report: LoadReport) -> None:
             report.adapted[f"norm.{suffix}"] = f"renamed to ln_post.{suffix}"
 
 
+HEAD_POLICIES = ("keep", "fresh", "remap")
+
+
+def _transfer_head(sd: dict, model: nn.Module, head: str, classes, report: LoadReport) -> None:
+    """Apply the classifier policy (see the module docstring) to the checkpoint's ``head.*`` tensors."""
+    if head not in HEAD_POLICIES:
+        raise ValueError(f"head must be one of {HEAD_POLICIES}, got {head!r}")
+    keys = [k for k in sd if k.startswith("head.")]
+    if head == "keep" or not keys:
+        return
+    if head == "remap":
+        src, dst = classes if classes else (None, None)
+        if not src or not dst:
+            raise CheckpointError(report.path, "head remap needs the class names of the checkpoint and of the model "
+                                               "(init_dataset in the run config)")
+        from dfer.data.labels import canonical
+
+        rows = {canonical(c): i for i, c in enumerate(src)}
+        own = model.state_dict()
+        for k in keys:
+            if k not in own or sd[k].shape[1:] != own[k].shape[1:] or sd[k].shape[0] != len(src):
+                continue
+            new = own[k].clone()
+            for j, c in enumerate(dst):
+                if canonical(c) in rows:
+                    new[j] = sd[k][rows[canonical(c)]]
+            sd[k] = new
+        shared = [c for c in dst if canonical(c) in rows]
+        report.adapted["head.*"] = f"rows remapped by class name ({len(shared)} of {len(dst)} classes: {shared})"
+        return
+    for k in keys:
+        del sd[k]
+    report.dropped["head.*"] = "classifier of another label set: re-initialised (head=fresh)"
+
+
 def convert_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, format: str,
-                       report: LoadReport) -> dict[str, torch.Tensor]:
-    """Apply the format's rules and the shape adaptations; returns the state dict to load."""
+                       report: LoadReport, head: str = "keep", classes=None) -> dict[str, torch.Tensor]:
+    """Apply the format's rules, the classifier policy and the shape adaptations; returns the state dict."""
     if format not in FORMATS:
         raise ValueError(f"checkpoint format must be one of {FORMATS}, got {format!r}")
     sd = dict(sd)
@@ -120,6 +162,7 @@ def convert_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, format: st
             del sd[k]
     _rename_norm(sd, report)
 
+    _transfer_head(sd, model, head, classes, report)
     own = model.state_dict()
     key = "patch_embed_prompt.proj.weight"
     if key in sd and key in own and sd[key].shape[1] != own[key].shape[1]:
@@ -133,8 +176,8 @@ def convert_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, format: st
     if k in sd and k in own and sd[k].shape != own[k].shape and sd[k].shape[-1] == own[k].shape[-1]:
         t0, t = sd[k].shape[1], own[k].shape[1]
         if t0 == 1:
-            sd[k] = sd[k].expand(-1, t, -1).clone()
-            report.adapted[k] = f"repeated from 1 to {t} frames"
+            del sd[k]
+            report.dropped[k] = f"one-frame (SFER) embedding: the {t}-frame model keeps its own init (official)"
         else:
             sd[k] = F.interpolate(sd[k].transpose(1, 2), size=t, mode="linear", align_corners=True).transpose(1, 2)
             report.adapted[k] = f"interpolated from {t0} to {t} frames"
@@ -174,11 +217,12 @@ def load_state_dict_into(model: nn.Module, sd: dict[str, torch.Tensor], report: 
 
 
 def load_pretrained(model: nn.Module, path, format: str = "official_s2d", verbose: bool = True,
-                    trust_pickle: bool = False) -> LoadReport:
-    """Initialise ``model`` from a local checkpoint (see the module docstring for the rules)."""
+                    trust_pickle: bool = False, head: str = "keep", classes=None) -> LoadReport:
+    """Initialise ``model`` from a local checkpoint (see the module docstring for the rules). ``head``: keep |
+    fresh | remap the checkpoint's classifier; ``classes``: (checkpoint's class names, model's) for remap."""
     report = LoadReport(path=str(path), format=format)
     sd = extract_state_dict(read_checkpoint(path, trust_pickle), path)
-    sd = convert_state_dict(sd, model, format, report)
+    sd = convert_state_dict(sd, model, format, report, head, classes)
     return load_state_dict_into(model, sd, report, verbose)
 
 

@@ -22,11 +22,10 @@ from typing import Any
 import yaml
 
 from dfer.config import ConfigError, config_hash, deep_merge, flatten, load_params, project_root, set_path
+from dfer.engine.runconfig import UNHASHED_KEYS, run_hash
 
 TABLES_RELPATH = Path("workflow/tables.yaml")
 RUNS_DIR = "results/runs"
-# Keys that describe a run without changing what it computes: left out of the hash.
-UNHASHED_KEYS = ("name", "output_dir")
 SPEC_KEYS = {"method", "dataset", "folds", "init", "set", "metric", "eval_on"}
 NON_RUN_METRICS = {"ion", "params_m"}
 
@@ -150,25 +149,24 @@ class Planner:
 
     # -- folds -------------------------------------------------------------------------------------------
     def folds(self, dataset: str, which: str | None) -> list[int | None]:
-        entry = self._dataset_entry(dataset)
-        all_folds = entry.get("folds")
+        all_folds = self._dataset_entry(dataset)["folds"]
         if not all_folds:
             return [None]
-        tables = self.params.get("tables", {}) or {}
+        tables = self.params["tables"]
         if which == "main":
-            return list(tables.get("main_folds") or all_folds)
+            return list(tables["main_folds"] or all_folds)
         if which in (None, "ablation"):
-            return list(tables.get("ablation_folds") or [all_folds[0]])
+            return list(tables["ablation_folds"])
         raise ConfigError(f"workflow/tables.yaml: folds must be ablation|main, got {which!r}")
 
     def _dataset_entry(self, dataset: str) -> dict:
-        ds = self.params.get("data", {}).get("datasets", {})
+        ds = self.params["data"]["datasets"]
         if dataset not in ds:
             raise ConfigError(f"dataset {dataset!r} is not in params.yaml data.datasets ({sorted(ds)})")
         return ds[dataset]
 
     def _method(self, method: str) -> dict:
-        methods = self.params.get("methods", {}) or {}
+        methods = self.params["methods"]
         if method not in methods:
             raise ConfigError(f"method {method!r} is not in params.yaml methods ({sorted(methods)})")
         return methods[method]
@@ -190,97 +188,120 @@ class Planner:
         return h
 
     def _build(self, spec: dict, fold: int | None, register: bool = True) -> tuple[dict, list[str]]:
+        """The run config of one (spec, fold): train + data <- method <- recipe <- the cell's ``set``."""
         method_name = spec.get("method")
         dataset = spec.get("dataset")
         if not method_name or not dataset:
             raise ConfigError(f"workflow/tables.yaml: a run cell needs method and dataset, got {spec}")
         m = self._method(method_name)
         p = self.params
-        entry = {k: v for k, v in self._dataset_entry(dataset).items() if k != "folds"}
-        data = {k: copy.deepcopy(v) for k, v in p.get("data", {}).items() if k != "datasets"}
-        data = deep_merge(data, entry)
-        data = deep_merge(data, m.get("data") or {})
-        data.setdefault("subset", None)
-        data.setdefault("oversample", False)
-        data["features"] = None
+        recipe = self._recipe(method_name, dataset)
         cfg: dict[str, Any] = {
-            "task": m.get("task", "dfer"),
+            "task": m["task"],
             "method": "s2d" if method_name == "sfer" else method_name,
             "dataset": dataset,
             "fold": fold,
-            "eval_datasets": [d for d in (m.get("eval_datasets") or []) if d != dataset],
-            "seed": p.get("seed", 0),
-            "data": data,
-            "model": {"name": m["model"], "kwargs": copy.deepcopy(m.get("kwargs") or {}),
-                      "init": None, "init_format": "dfer"},
-            "landmarks": self._landmarks_default(),
-            "train": deep_merge(p.get("train", {}) or {}, m.get("train") or {}),
-            "evaluate": copy.deepcopy(p.get("evaluate", {}) or {}),
+            "eval_datasets": [d for d in m["eval_datasets"] if d != dataset],
+            "seed": p["seed"],
+            "data": deep_merge(deep_merge(self._run_data(dataset), m["data"]), recipe.get("data") or {}),
+            "model": {"name": m["model"], "kwargs": deep_merge(m["kwargs"], (recipe.get("model") or {}).get("kwargs") or {}),
+                      "init": None, "init_format": "dfer", "init_dataset": None,
+                      "head_transfer": p["model"]["head_transfer"]},
+            "landmarks": {"backbone": p["landmarks"]["backbone"], "weights": None},
+            "train": deep_merge(deep_merge(p["train"], m["train"]), recipe.get("train") or {}),
+            "evaluate": copy.deepcopy(p["evaluate"]),
         }
         for key, value in (spec.get("set") or {}).items():
             set_path(cfg, key.split("."), copy.deepcopy(value))
+        cfg["eval_data"] = {d: self._dataset_data(d) for d in cfg["eval_datasets"]}
+        cfg["data"]["subset"] = self._subset(dataset, cfg["data"]["subset"])
         upstream: list[str] = []
-        init = spec["init"] if "init" in spec else m.get("init")
-        cfg["model"]["init"], cfg["model"]["init_format"] = self._resolve_init(init, upstream, register)
+        init = spec["init"] if "init" in spec else m["init"]
+        model = cfg["model"]
+        model["init"], model["init_format"], model["init_dataset"] = self._resolve_init(init, upstream, register)
         # Landmarks only matter to models that fuse them; leave them out of the others' hashes.
-        uses = m.get("uses_landmarks", True) and cfg["model"]["kwargs"].get("fusion", "none") != "none"
-        if not uses:
+        if not (m["uses_landmarks"] and model["kwargs"].get("fusion", "none") != "none"):
             cfg["landmarks"] = None
         else:
             lm = cfg["landmarks"]
-            if not lm.get("weights"):
-                lm["weights"] = self._landmark_weights(lm["backbone"])
-            if (p.get("model", {}) or {}).get("cache_features", True):
-                data["features"] = f"results/features/{feature_dataset(p, dataset)}/{lm['backbone']}"
-        if dataset == "MAFW" and needs_alignment(p, "MAFW"):
-            data["frames"] = "results/align/MAFW"
+            lm["weights"] = lm["weights"] or landmark_weights(p, lm["backbone"])
+            if p["model"]["cache_features"] and frames_stay_put(cfg["train"]["augment"]):
+                cfg["data"]["features"] = f"results/features/{feature_dataset(p, dataset)}/{lm['backbone']}"
+        if needs_alignment(p, dataset):
+            cfg["data"]["frames"] = f"results/align/{dataset}"
+        cfg["tracking"] = copy.deepcopy(p["mlflow"])
         return cfg, upstream
 
-    def _landmarks_default(self) -> dict:
-        lm = self.params.get("landmarks", {}) or {}
-        backbone = lm.get("backbone", "MobileFaceNet")
-        return {"backbone": backbone, "weights": None}
+    def _dataset_data(self, dataset: str) -> dict:
+        """How to read a dataset: its data.datasets entry (without folds and subsets) + the data-wide settings."""
+        entry = {k: v for k, v in self._dataset_entry(dataset).items() if k not in ("folds", "subsets")}
+        data = self.params["data"]
+        return {**entry, **{k: data[k] for k in ("frame_order", "video_backend", "min_frames")}}
 
-    def _landmark_weights(self, backbone: str) -> str:
-        return landmark_weights(self.params, backbone)
+    def _run_data(self, dataset: str) -> dict:
+        data = self.params["data"]
+        return {**self._dataset_data(dataset),
+                **{k: copy.deepcopy(data[k]) for k in ("num_frames", "sampling_rate", "input_size", "test_views",
+                                                       "oversample", "subset")},
+               "features": None}
 
-    def _resolve_init(self, init: Any, upstream: list[str], register: bool = True) -> tuple[str | None, str]:
+    def _subset(self, dataset: str, name: Any) -> dict | None:
+        """A training subset is named in data.datasets.<D>.subsets (Table I's AffectNet-7-Small)."""
+        if name is None:
+            return None
+        subsets = self._dataset_entry(dataset)["subsets"]
+        if name not in subsets:
+            raise ConfigError(f"data.subset {name!r} is not defined in data.datasets.{dataset}.subsets "
+                              f"({sorted(subsets)})")
+        return copy.deepcopy(subsets[name])
+
+    def _recipe(self, method: str, dataset: str) -> dict:
+        """``recipes.<recipe>.<method>.<dataset>``: the per-dataset part of a method's recipe (may be empty)."""
+        name = self.params["recipe"]
+        recipes = self.params["recipes"]
+        if name not in recipes:
+            raise ConfigError(f"recipe {name!r} is not defined in params.yaml recipes ({sorted(recipes)})")
+        return copy.deepcopy((recipes[name].get(method) or {}).get(dataset) or {})
+
+    def _resolve_init(self, init: Any, upstream: list[str], register: bool = True) \
+            -> tuple[str | None, str, str | None]:
+        """(checkpoint path, format, dataset whose classes its classifier predicts) of an init spec."""
         if init in (None, "none"):
-            return None, "dfer"
+            return None, "dfer", None
         if isinstance(init, str):
-            inits = (self.params.get("model", {}) or {}).get("inits", {}) or {}
+            inits = self.params["model"]["inits"]
             if init not in inits:
                 raise ConfigError(f"init {init!r} is not in params.yaml model.inits ({sorted(inits)})")
             init = inits[init]
         if not isinstance(init, dict):
-            raise ConfigError(f"an init is a name, null, {{path, format}} or {{run: SPEC}}; got {init!r}")
+            raise ConfigError(f"an init is a name, null, {{path, format, dataset}} or {{run: SPEC}}; got {init!r}")
         if init.get("run"):
             run_spec = _merge_spec(init["run"])
             ds = run_spec.get("dataset")
             folds = self.folds(ds, run_spec.get("folds")) if ds else [None]
             h = self.run_for(run_spec, folds[0]) if register else run_hash(self._build(run_spec, folds[0], False)[0])
             upstream.append(h)
-            return f"{RUNS_DIR}/{h}/model.pt", "dfer"
-        return init.get("path"), init.get("format", "dfer")
-
-
-def run_hash(cfg: dict) -> str:
-    """The run's identity: the hash of everything but its name and output folder."""
-    return config_hash({k: v for k, v in cfg.items() if k not in UNHASHED_KEYS})
+            return f"{RUNS_DIR}/{h}/model.pt", "dfer", ds
+        return init["path"], init["format"], init["dataset"]
 
 
 def landmark_weights(params: dict, backbone: str) -> str:
     """Configured weights of a landmark backbone, else the landmark stage's own training output."""
-    w = (params.get("landmarks", {}) or {}).get("weights")
-    if isinstance(w, dict):
-        w = w.get(backbone)
-    return w or f"results/landmarks/{backbone}/model.pt"
+    return params["landmarks"]["weights"].get(backbone) or f"results/landmarks/{backbone}/model.pt"
+
+
+def frames_stay_put(augment: dict) -> bool:
+    """Whether training sees the frames as stored: then landmark features can be read from the per-frame cache.
+    A flip, a crop, RandAugment or Mixup/CutMix changes the frames, and the official code runs the landmark net
+    on the augmented (mixed) clip every step."""
+    return not (augment["hflip"] or augment["random_resized_crop"] or augment["rand_augment"]
+                or augment["mixup"] or augment["cutmix"])
 
 
 def needs_alignment(params: dict, dataset: str) -> bool:
     """A dataset given as raw videos without a frames folder is aligned by the workflow (MAFW)."""
-    entry = params.get("data", {}).get("datasets", {}).get(dataset, {})
-    return not entry.get("frames") and bool(entry.get("videos"))
+    entry = params["data"]["datasets"][dataset]
+    return not entry["frames"] and bool(entry["videos"])
 
 
 def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:
@@ -290,17 +311,25 @@ def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:
     a, b = flatten(cfg), flatten(default_cfg)
     diffs = []
     for k in sorted(set(a) | set(b)):
-        if (k in UNHASHED_KEYS or a.get(k) == b.get(k) or k == "data.features" or k.startswith("landmarks.weights")
+        if (k.split(".")[0] in UNHASHED_KEYS or a.get(k) == b.get(k) or k == "data.features" or k.startswith("landmarks.weights")
                 or (k.startswith("landmarks") and cfg.get("landmarks") is None)):
             continue
         v = a.get(k)
         if k == "model.init" and isinstance(v, str) and v.startswith(RUNS_DIR):
             up = runs.get(v.split("/")[2])
             v = f"[{up.name}]" if up else v
-        if k.startswith("data.subset.") and k != "data.subset.fraction":
+        if k in ("data.subset.seed", "model.init_dataset"):
             continue
         diffs.append(f"{k.split('.')[-1]}={v}")
     return "/".join(parts) + (f"+{','.join(diffs)}" if diffs else "")
+
+
+def method_run_config(params: dict, method: str, dataset: str, set_: dict | None = None,
+                      fold: int | None = None) -> dict:
+    """The run config ``method`` gets on ``dataset`` (plus dotted ``set_`` overrides), without planning the runs
+    it starts from: for tools that need a run's settings outside a table (``dfer predict --official-s2d``)."""
+    cfg, _ = Planner(params)._build({"method": method, "dataset": dataset, "set": set_ or {}}, fold, register=False)
+    return {"name": f"{method}/{dataset}", **cfg, "output_dir": f"{RUNS_DIR}/{run_hash(cfg)}"}
 
 
 def _cell_dataset(spec: dict) -> str | None:
@@ -347,10 +376,10 @@ def build_plan(params: dict, tables: dict) -> Plan:
                 run.cells.append((tid, c.block, c.row, c.column))
                 if tid not in run.tables:
                     run.tables.append(tid)
-    roots = {d: e.get("root", "") for d, e in params.get("data", {}).get("datasets", {}).items()}
-    prov = {"preset": params.get("preset"), "roots": roots,
+    roots = {d: e["root"] for d, e in params["data"]["datasets"].items()}
+    prov = {"preset": params["preset"], "recipe": params["recipe"], "roots": roots,
             "synthetic": all(r.startswith("results/synth") for r in roots.values())}
-    spread = (params.get("tables", {}) or {}).get("spread", "std")
+    spread = params["tables"]["spread"]
     return Plan(runs=planner.runs, cells=cells, titles=titles, provenance=prov, spread=spread, kinds=kinds)
 
 
@@ -362,7 +391,7 @@ def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spe
         return cell  # a method we only cite
     cell.metric = spec.get("metric", "war")
     if cell.metric in NON_RUN_METRICS:
-        backbone = (spec.get("set") or {}).get("landmarks.backbone") or planner._landmarks_default()["backbone"]
+        backbone = (spec.get("set") or {}).get("landmarks.backbone") or planner.params["landmarks"]["backbone"]
         cell.backbone = backbone
         return cell
     cell.dataset = _cell_dataset(spec)

@@ -30,9 +30,6 @@ from urllib.parse import urlparse
 
 from dfer.config import flatten
 
-DEFAULT_URI = "sqlite:///results/mlflow/mlflow.db"
-DEFAULT_ARTIFACTS = "results/mlflow/artifacts"
-DEFAULT_EXPERIMENT = "dfer"
 PARENTS_PATH = "results/mlflow/parents.json"
 RUNS_INDEX_PATH = "results/plan/runs.json"
 HASH_TAG = "dfer.config_hash"
@@ -51,23 +48,16 @@ def _root() -> Path:
         return Path.cwd()
 
 
-def settings(mlflow_cfg: dict | None = None, root: Path | None = None) -> dict:
-    """Resolved tracking settings: env wins, then the given/params.yaml `mlflow:` section, then defaults."""
+def settings(mlflow_cfg: dict, root: Path | None = None) -> dict:
+    """Tracking settings of a params.yaml ``mlflow:`` section (or a run config's ``tracking:``), paths pinned to
+    the project root; ``MLFLOW_TRACKING_URI`` / ``MLFLOW_EXPERIMENT_NAME`` win."""
     root = root or _root()
-    cfg = dict(mlflow_cfg or {})
-    if not cfg:
-        try:
-            from dfer.config import load_params
-
-            cfg = dict(load_params().get("mlflow") or {})
-        except Exception:
-            cfg = {}
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.get("tracking_uri") or DEFAULT_URI
-    artifacts = cfg.get("artifact_location") or DEFAULT_ARTIFACTS
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow_cfg["tracking_uri"]
+    artifacts = mlflow_cfg["artifact_location"]
     return {"tracking_uri": absolute_uri(uri, root),
             "artifact_location": str((root / artifacts).resolve()) if not Path(artifacts).is_absolute()
             else artifacts,
-            "experiment": os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.get("experiment") or DEFAULT_EXPERIMENT}
+            "experiment": os.environ.get("MLFLOW_EXPERIMENT_NAME") or mlflow_cfg["experiment"]}
 
 
 def absolute_uri(uri: str, root: Path) -> str:
@@ -172,7 +162,7 @@ class Tracker:
 
         root = Path(root) if root else _root()
         h = run_hash(run_cfg)
-        st = settings(mlflow_cfg, root)
+        st = settings(mlflow_cfg or run_cfg["tracking"], root)
         parents = _read(root / PARENTS_PATH).get("parents", {})
         index = _read(root / RUNS_INDEX_PATH).get(h, {})
         tables = index.get("tables", [])
@@ -344,7 +334,7 @@ def ensure_experiment(client, name: str, artifact_location: str | None = None) -
         return exp.experiment_id
 
 
-def init_tracking(tables: dict[str, str], out: str | Path, mlflow_cfg: dict | None = None,
+def init_tracking(tables: dict[str, str], out: str | Path, mlflow_cfg: dict,
                   root: str | Path | None = None) -> dict:
     """Create the store, the experiment and one parent run per table (reused if they exist); write
     ``parents.json`` {tracking_uri, experiment, parents: {table: run_id}}. Tolerates an outage."""
@@ -386,7 +376,9 @@ def log_table(table: str, records_csv: str | Path, md_path: str | Path | None = 
     run_id = (parents.get("parents") or {}).get(table)
     if not run_id:
         return
-    tr = Tracker(parents.get("tracking_uri") or settings(root=root)["tracking_uri"], "", table, {})
+    if not parents.get("tracking_uri"):
+        return
+    tr = Tracker(parents["tracking_uri"], "", table, {})
     if not _reachable(tr.tracking_uri):
         return
 

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfer.config import ConfigError, load_params
 
     params = load_params(args.params, args.set)
-    synth = dict(params.get("synth") or {})
+    synth = dict(params["synth"])
     if args.scale is not None:
         synth["scale"] = args.scale
     try:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         raise ConfigError(f"params.yaml synth: {exc.args[0]}") from None
     seed = args.seed if args.seed is not None else settings["seed"]
-    seed = int(params.get("seed", 0) if seed is None else seed)
+    seed = int(params["seed"] if seed is None else seed)
     out = args.out or settings["out"]
     t0 = time.time()
     summary = generate(out, args.datasets or settings["datasets"], seed, settings, progress=not args.quiet)

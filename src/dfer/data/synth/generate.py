@@ -1,7 +1,6 @@
 """Generate the synthetic benchmark: settings, atomic per-dataset writes, manifest and summary."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -18,43 +17,14 @@ DATASETS = list(WRITERS)                      # directory names under --out
 SETTINGS_KEY = {"DFEW": "dfew", "MAFW": "mafw", "FERV39K": "ferv39k", "AffectNet": "affectnet",
                 "RAF-DB": "rafdb", "FERPlus": "ferplus"}
 
-# Defaults = the params.yaml `synth:` section (kept here so the API works without a params file).
-DEFAULTS: dict = {
-    "out": "results/synth",
-    "seed": None,            # null: the top-level params.yaml seed
-    "scale": 1.0,            # multiplies every item count
-    "datasets": DATASETS,
-    "difficulty": {},        # overrides of dfer.data.synth.clips.DIFFICULTY
-    "dfew": {"clips": 300, "size": 112, "frames": 16, "label_noise": 0.1},
-    "mafw": {"clips": 160, "width": 224, "height": 224, "frames": [24, 40], "fps": 25,
-             "face_width": [0.25, 0.45], "label_noise": 0.1},
-    "ferv39k": {"clips": 200, "size": 112, "frames": [8, 20], "test_fraction": 0.2, "label_noise": 0.1,
-                "scenes": ["Crime", "DailyLife", "Interview", "Speech", "Talkshow"]},
-    "affectnet": {"train": 2400, "validation_per_class": 40, "image_size": [112, 160],
-                  "face_width": [0.45, 0.75], "invalid_rows": 12, "label_noise": 0.08},
-    "rafdb": {"images": 700, "size": 100, "test_fraction": 0.2, "label_noise": 0.08},
-    "ferplus": {"images": 700, "nf_rows": 8, "label_noise": 0.08, "fer2013_label_noise": 0.2},
-}
-
-
-def resolve_settings(synth: dict | None) -> dict:
-    """DEFAULTS deep-merged with a params.yaml ``synth`` section; unknown keys are errors."""
-    out = copy.deepcopy(DEFAULTS)
-    for k, v in (synth or {}).items():
-        if k not in out:
-            raise KeyError(f"unknown synth setting {k!r}; known: {sorted(out)}")
-        if isinstance(out[k], dict) and k != "difficulty":
-            unknown = set(v or {}) - set(out[k])
-            if unknown:
-                raise KeyError(f"unknown synth.{k} setting(s) {sorted(unknown)}; known: {sorted(out[k])}")
-            out[k].update(v or {})
-        else:
-            out[k] = v
-    difficulty(out["difficulty"])  # validate keys
-    bad = [d for d in out["datasets"] if d not in WRITERS]
+def resolve_settings(synth: dict) -> dict:
+    """A params.yaml ``synth`` section (complete: the schema requires every key), checked where the schema
+    cannot: the difficulty knobs and the dataset names."""
+    difficulty(synth["difficulty"])  # validate keys
+    bad = [d for d in synth["datasets"] if d not in WRITERS]
     if bad:
         raise KeyError(f"unknown synthetic dataset(s) {bad}; known: {DATASETS}")
-    return out
+    return synth
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -94,9 +64,10 @@ def _readme(name: str, settings: dict, seed: int) -> str:
             "ground truth drawn on.\n")
 
 
-def generate(out: str | os.PathLike, datasets: list[str] | None = None, seed: int = 0,
-             settings: dict | None = None, progress: bool = True) -> dict:
-    """Write the chosen synthetic datasets under ``out`` (one folder each, replaced atomically).
+def generate(out: str | os.PathLike, datasets: list[str] | None, seed: int, settings: dict,
+             progress: bool = True) -> dict:
+    """Write the chosen synthetic datasets under ``out`` (one folder each, replaced atomically); ``settings`` is
+    a params.yaml ``synth`` section.
 
     Returns {dataset: summary} with item counts per split/class, measured label-noise rate and seconds.
     """
