@@ -13,6 +13,9 @@ rule train_dfer:
         "Training {params.name}"
     params:
         name=lambda wildcards: RUNS[wildcards.hash].name,
+    resources:
+        # the recipe's GPUs (train.gpus): the job runs one DDP process per GPU it gets (`dfer train`)
+        gpu=lambda wildcards: RUNS[wildcards.hash].config["train"]["gpus"],
     wildcard_constraints:
         hash="|".join(h for h, r in RUNS.items() if r.config["task"] != "sfer") or "NONE",
     shell:

@@ -8,6 +8,8 @@ rule train_landmarks:
     output:
         model="results/landmarks/{backbone}/model.pt",
         report="results/landmarks/{backbone}/report.json",
+    wildcard_constraints:
+        backbone="|".join(TRAINED_LANDMARK_NETS) or "NONE",
     log:
         "results/logs/landmarks/train_{backbone}.log",
     message:
@@ -15,6 +17,24 @@ rule train_landmarks:
     shell:
         "dfer train-landmarks --params {input.params} --backbone {wildcards.backbone} "
         "--out results/landmarks/{wildcards.backbone} > {log} 2>&1"
+
+
+rule measure_landmarks:
+    input:
+        data=[data_ready(d) for d in ION_DATASETS],
+        weights=lambda wildcards: landmark_weights(PARAMS, wildcards.backbone),
+        params=stage_file("train_landmarks"),
+    output:
+        report="results/landmarks/{backbone}/report.json",
+    wildcard_constraints:
+        backbone="|".join(CONFIGURED_LANDMARK_NETS) or "NONE",
+    log:
+        "results/logs/landmarks/measure_{backbone}.log",
+    message:
+        "Measuring the ION of the configured {wildcards.backbone} weights on {ION_DATASETS}"
+    shell:
+        "dfer train-landmarks --params {input.params} --backbone {wildcards.backbone} --weights {input.weights} "
+        "--epochs 0 --datasets {ION_DATASETS} --out results/landmarks/{wildcards.backbone} > {log} 2>&1"
 
 
 rule extract_features:

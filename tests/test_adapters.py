@@ -36,7 +36,7 @@ def test_dfew_s2d_official_and_mae_dfer_give_the_same_labels(tmp_path):
           "video_name,label\n00001,0\n00002,6\n00003,3\n")
     write(root / "EmoLabel_DataSplit/train(single-labeled)/set_1.csv",
           "video_name,label\n1,1\n2,7\n3,4\n")  # official: 1-based, ids not zero-padded
-    write(root / "mae_dfer/split01/train.csv",
+    write(root / "mae_dfer/dfew/org/split01/train.csv",
           "/mnt/data1/AC/Dataset/DFEW/Clip/jpg_256/00001 0\n/mnt/data1/AC/Dataset/DFEW/Clip/jpg_256/00002 6\n"
           "/mnt/data1/AC/Dataset/DFEW/Clip/jpg_256/00003 3\n")
     results = {fmt: load_split("DFEW", root, "train", 1, format=fmt) for fmt in ("s2d", "official", "mae_dfer")}
@@ -68,7 +68,7 @@ def test_mafw_three_formats_map_to_alphabetical_order(tmp_path):
     anno = root / "anno/single/no_caption/set_2"
     write(anno / "train.csv", "video_name,labels\n03747,0\n00012,4\n10045,1\n")
     write(anno / "train.txt", "03747.mp4 anger\n00012.mp4 disgust\n10045.mp4 anxiety\n")
-    write(root / "mae_dfer/split02/train.csv",
+    write(root / "mae_dfer/mafw/single/split02/train.csv",
           "/data/MAFW/data/frames/03747 0\n/data/MAFW/data/frames/00012 1\n/data/MAFW/data/frames/10045 8\n")
     for fmt in ("s2d", "official", "mae_dfer"):
         samples = load_split("MAFW", root, "train", 2, format=fmt, frames=None, videos="data/clips")
@@ -103,7 +103,7 @@ def test_ferv39k_formats_and_mae_order(tmp_path):
     write(root / "Annotation/test.csv", "path,id\nCrime/Angry/0063,0\nDaily/Happy/0001,3\nParty/Sad/0102,5\n")
     write(root / "4_setups/All_scenes/test_All.csv",
           "Crime/Angry/0063 Angry\nDaily/Happy/0001 Happy\nParty/Sad/0102 Sad\n")
-    write(root / "mae_dfer/all_scenes/test.csv",
+    write(root / "mae_dfer/ferv39k/all_scenes/test.csv",
           f"{root}/2_ClipsforFaceCrop/Crime/Angry/0063 3\n/elsewhere/FERV39k/2_ClipsforFaceCrop/Daily/Happy/0001 0\n"
           f"/elsewhere/FERV39k/2_ClipsforFaceCrop/Party/Sad/0102 1\n")
     for fmt in ("s2d", "official", "mae_dfer"):
@@ -208,6 +208,44 @@ def test_ferplus_majority_vote_and_usage(tmp_path):
     assert ferplus_label([0] * 10) is None
 
 
+@pytest.mark.parametrize("votes, label", [
+    ([0, 9, 1, 0, 0, 0, 0, 0, 0, 0], 1),    # single votes are outliers: happiness 9 of 9
+    ([4, 0, 0, 0, 1, 0, 0, 4, 1, 0], None),  # 4 of 8 after dropping single votes: no majority (plain argmax: 0)
+    ([2, 0, 0, 0, 0, 0, 6, 0, 0, 2], 6),    # fear 6 of 10 > half
+    ([5, 0, 0, 5, 0, 0, 0, 0, 0, 0], None),  # a tie is no majority
+    ([3, 0, 0, 0, 0, 0, 1, 0, 6, 0], None),  # "unknown" wins: dropped
+    ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], None),  # every vote is an outlier
+])
+def test_ferplus_official_majority_rule(votes, label):
+    assert ferplus_label(votes) == label
+
+
+def test_ferplus_official_folders_with_label_csv(tmp_path):
+    """microsoft/FERPlus FER2013{Train,Valid,Test}/label.csv (name, face box, 10 votes) next to the PNGs."""
+    import cv2
+
+    root = tmp_path / "FERPlus"
+    rows = {"FER2013Train": [("fer0000000.png", [0, 9, 1, 0, 0, 0, 0, 0, 0, 0]),
+                             ("fer0000001.png", [4, 0, 0, 0, 1, 0, 0, 4, 1, 0])],
+            "FER2013Valid": [("fer0028638.png", [0, 0, 0, 0, 0, 0, 0, 10, 0, 0])],
+            "FER2013Test": [("fer0032220.png", [2, 0, 0, 0, 0, 0, 6, 0, 0, 2])]}
+    for folder, items in rows.items():
+        lines = []
+        for name, votes in items:
+            cv2.imwrite(str(write(root / folder / "x", "").with_name(name)), np.full((48, 48), 77, np.uint8))
+            lines.append(f'{name},"(0, 0, 48, 48)",{",".join(map(str, votes))}\n')
+        write(root / folder / "label.csv", "".join(lines))
+    train = load_split("FERPlus", root, "train", format="official")
+    assert [(s.id, cls("FERPlus", s.label)) for s in train] == [("fer0000000", "Happiness")]
+    assert [cls("FERPlus", s.label) for s in load_split("FERPlus", root, "val", format="official")] == ["Contempt"]
+    test = load_split("FERPlus", root, "test", format="official")
+    assert [cls("FERPlus", s.label) for s in test] == ["Fear"]
+    assert read_image(test[0]).shape == (48, 48, 3) and read_image(test[0])[0, 0, 0] == 77
+    write(root / "FER2013Valid/label.csv", 'fer0028638.png,"(0, 0, 48, 48)",1,2,x,0,0,0,0,0,0,0\n')
+    with pytest.raises(DataError, match=r"label\.csv:1: image fer0028638\.png: vote counts"):
+        load_split("FERPlus", root, "val", format="official")
+
+
 # ---------------------------------------------------------------------------------------- errors
 def test_bad_lines_name_file_and_line(tmp_path):
     root = tmp_path / "DFEW"
@@ -220,7 +258,8 @@ def test_bad_lines_name_file_and_line(tmp_path):
     assert [s.id for s in samples] == ["00001"]
     text = [str(p) for p in problems]
     assert [t.split(": ", 1)[0].rsplit(":", 1)[1] for t in text] == ["3", "4", "5", "6"]
-    assert "unknown label '9'" in text[1] and "duplicate id '00001'" in text[2] and "not an integer" in text[3]
+    assert "clip 00003: unknown label '9'" in text[1] and "duplicate id '00001'" in text[2]
+    assert "clip 00004: label 'x' is not an integer" in text[3]  # the id, not only file:line
     with pytest.raises(DataError, match="split/annotation file not found"):
         load_split("DFEW", root, "test", 1)
 
@@ -228,5 +267,5 @@ def test_bad_lines_name_file_and_line(tmp_path):
 def test_unknown_emotion_name_in_official_files(tmp_path):
     root = tmp_path / "MAFW"
     write(root / "anno/single/no_caption/set_1/train.txt", "00001.mp4 anger\n00002.mp4 joy\n")
-    with pytest.raises(DataError, match=r"train\.txt:2: unknown emotion 'joy'"):
+    with pytest.raises(DataError, match=r"train\.txt:2: clip 00002: unknown emotion 'joy'"):
         load_split("MAFW", root, "train", 1, format="official", videos="data/clips")

@@ -166,7 +166,7 @@ def trained_detector(tiny_dataset, tmp_path_factory):
     from dfer.align.stage import split_clips
     from dfer.align.train_detector import train_detector
 
-    entry = {"root": str(tiny_dataset), "format": "s2d", "videos": "data/clips"}
+    entry = {"root": str(tiny_dataset), "format": "s2d", "splits": None, "videos": "data/clips"}
     root, train = split_clips("MAFW", entry, "train", 1)
     _, test = split_clips("MAFW", entry, "test", 1)
     out = tmp_path_factory.mktemp("detector")

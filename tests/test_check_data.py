@@ -73,7 +73,7 @@ def test_every_kind_of_problem_in_one_report(tmp_path, capsys):
     train.write_text("video_name,label\n00001,1\n00002,2\n00003,3\n00099,1\n00005,12\n00001,4\n")
     rc, out = run(capsys, "DFEW", "--fold", "1", "--split", "train", "--set", f"data.datasets.DFEW.root={root}")
     assert rc == 1
-    expected = [f"{train}:6: unknown label '12'", f"{train}:7: duplicate id '00001'",
+    expected = [f"{train}:6: clip 00005: unknown label '12'", f"{train}:7: duplicate id '00001'",
                 f"{frames / '00002'} (listed at {train}:3): frame folder is empty",
                 f"{frames / '00003/2.jpg'} (listed at {train}:4): unreadable or corrupt image",
                 f"{frames / '00099'} (listed at {train}:5): frame folder not found"]
@@ -98,3 +98,19 @@ def test_cli_entry_point_without_traceback(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "dataset root of DFEW not found" in proc.stdout and "dfer synth" in proc.stdout
+
+
+def test_ferplus_publictest_is_checked_too(tmp_path, capsys):
+    """FERPlus has three official splits: a bad PublicTest (FER2013Valid) line is reported with its image id."""
+    root = tmp_path / "FERPlus"
+    for folder, line in (("FER2013Train", '{n},"(0, 0, 48, 48)",0,10,0,0,0,0,0,0,0,0\n'),
+                         ("FER2013Valid", '{n},"(0, 0, 48, 48)",0,10,0,0,0,0,0,0,x,0\n'),
+                         ("FER2013Test", '{n},"(0, 0, 48, 48)",10,0,0,0,0,0,0,0,0,0\n')):
+        (root / folder).mkdir(parents=True)
+        name = f"{folder.lower()}.png"
+        cv2.imwrite(str(root / folder / name), np.full((48, 48), 90, np.uint8))
+        (root / folder / "label.csv").write_text(line.format(n=name))
+    rc, out = run(capsys, "FERPlus", "--set", f"data.datasets.FERPlus.root={root}")
+    assert rc == 1
+    assert "FERPlus: 1 problem(s) — 3 split file(s), 2 samples, 2 items checked" in out
+    assert "FER2013Valid/label.csv:1: image fer2013valid.png: vote counts" in out

@@ -118,3 +118,24 @@ def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
     assert metrics(proj / f"results/runs/{h}") == metrics(tmp_path / "uninterrupted")
     ours, ref = (json.loads((d / "eval.json").read_text()) for d in (proj / f"results/runs/{h}", tmp_path / "uninterrupted"))
     assert (ours["uar"], ours["war"]) == (ref["uar"], ref["war"])
+
+
+def test_a_two_gpu_recipe_runs_ddp_in_one_slurm_job(slurm_cluster, tmp_path):
+    """A run whose recipe asks for 2 GPUs is submitted with 2 GPUs (the rule's `gpu` resource = train.gpus) and
+    trains as 2 DDP processes inside the job (torchrun; gloo on the CPU, as the test cluster's GPUs are fake)."""
+    proj = clean_checkout(tmp_path / "project")
+    shrink(proj, {"presets.synthetic.train.gpus": 2, "presets.synthetic.train.total_batch": 16})
+    runs = planned(proj, tmp_path)
+    h = next(h for h, r in runs.items() if r["name"] == "nr_dfernet/DFEW/fold1")
+    proc, _ = run(proj, "timeout", "-s", "INT", "-k", "30", "900", "snakemake", f"results/runs/{h}/eval.json",
+                  *PROFILE, *SMALL_NODE, "train_dfer:mem_mb=4000", timeout=1000)
+    log = proc.stdout + proc.stderr
+    jobs = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    rows = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,AllocTRES,Comment", "-j", ",".join(jobs)],
+                          capture_output=True, text=True).stdout.splitlines()
+    train = [r for r in rows if "rule_train_dfer" in r]
+    assert len(train) == 1 and train[0].split("|")[1] == "COMPLETED", rows
+    assert "gres/gpu=2" in train[0], train[0]
+    done = json.loads((proj / f"results/runs/{h}/done.json").read_text())
+    assert done["batches"] == {"world_size": 2, "accum_steps": 1, "batch_size": 8, "effective_batch": 16}
+    assert "2 DDP processes" in (proj / f"results/runs/{h}/train.log").read_text()

@@ -68,7 +68,7 @@ def test_dfew_layout_and_folds(synth):
         tests.append(test_ids)
         # every class (disgust included) appears in every test fold
         assert {int(lab) for _, lab in te[1:]} == set(range(n_cls))
-        mae = _rows(root / "mae_dfer" / f"split0{k}" / "test.csv", delimiter=" ")
+        mae = _rows(root / "mae_dfer/dfew/org" / f"split0{k}" / "test.csv", delimiter=" ")
         assert sorted(Path(p).name for p, _ in mae) == sorted(test_ids)
         assert all(Path(p).is_absolute() and Path(p).is_dir() for p, _ in mae)
     # the five test sets partition the clips; each fold's train set is the rest
@@ -96,7 +96,7 @@ def test_mafw_layout_folds_and_videos_decode_with_decord(synth):
         txt = [line.split() for line in (sub / "test.txt").read_text().splitlines()]
         assert [(f"{v}.mp4", names[int(lab)]) for v, lab in te[1:]] == [tuple(t) for t in txt]
         assert {int(lab) for _, lab in te[1:]} == set(range(11))
-        mae = _rows(root / "mae_dfer" / f"split0{k}" / "test.csv", delimiter=" ")
+        mae = _rows(root / "mae_dfer/mafw/single" / f"split0{k}" / "test.csv", delimiter=" ")
         mae_order = labels.MAE_DFER_CLASSES["MAFW"]
         assert [mae_order[int(lab)] for _, lab in mae] == [names[int(lab)] for _, lab in te[1:]]
         ids = {v for v, _ in te[1:]}

@@ -297,8 +297,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key", default=None, help="print only this dotted key")
     ap.add_argument("--sources", action="store_true",
                     help="print every value with where it came from (params.yaml, the preset, an override)")
+    ap.add_argument("--run", default=None, metavar="METHOD/DATASET",
+                    help="print the run config the planner makes for a method on a dataset (e.g. s2d/FERV39K): "
+                         "train + methods.<m> + its recipe, merged")
     args = ap.parse_args(argv)
     cfg = load_params(args.params, args.set)
+    if args.run:
+        from dfer.workflow.plan import method_run_config
+
+        method, _, dataset = args.run.partition("/")
+        folds = cfg["data"]["datasets"].get(dataset, {}).get("folds") or [None]
+        out = method_run_config(cfg, method, dataset, fold=folds[0])
+        if args.key:
+            out = get_path(out, args.key)
+        print(yaml.safe_dump(out, sort_keys=False) if isinstance(out, (dict, list)) else out)
+        return 0
     if args.sources:
         flat = flatten(dict(cfg))
         keys = [k for k in flat if not args.key or k == args.key or k.startswith(args.key + ".")]

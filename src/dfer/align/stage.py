@@ -169,18 +169,18 @@ def split_clips(dataset: str, entry: dict, split: str, fold: int | None, base: P
     root = Path(entry["root"])
     if base is not None and not root.is_absolute():
         root = base / root
-    videos = entry.get("videos") or DEFAULT_VIDEOS.get(dataset)
+    videos = entry["videos"] or DEFAULT_VIDEOS.get(dataset)
     if not videos:
         raise DataError(root, f"{dataset} has no `videos` folder to read raw clips from",
                         f"set data.datasets.{dataset}.videos in params.yaml")
-    samples = load_split(dataset, root, split, fold, format=entry.get("format", "s2d"), frames=None,
-                         videos=videos)
+    samples = load_split(dataset, root, split, fold, format=entry["format"], frames=None, videos=videos,
+                         splits=entry["splits"])
     return root, [(s.id, s.path) for s in samples]
 
 
 def dataset_clips(dataset: str, entry: dict, base: Path | None = None) -> tuple[Path, list[tuple[str, Path]]]:
     """Every clip of the dataset (union of all folds' train and test split files) as (id, video path)."""
-    folds = (entry.get("folds") or [1, 2, 3, 4, 5]) if dataset in ("DFEW", "MAFW") else [None]
+    folds = (entry["folds"] or [1, 2, 3, 4, 5]) if dataset in ("DFEW", "MAFW") else [None]
     seen: dict[str, Path] = {}
     root = Path(entry["root"])
     for fold in folds:

@@ -8,19 +8,21 @@ dataset    format      split file (relative to the dataset root)                
 =========  ==========  =====================================================================  ==============
 DFEW       s2d         EmoLabel_DataSplit/{train,test}(single-labeled)/{train,test}_set_K.csv  0-based official
 DFEW       official    EmoLabel_DataSplit/{train,test}(single-labeled)/set_K.csv               1-based official
-DFEW       mae_dfer    mae_dfer/split0K/{train,test}.csv  (``/abs/path label``, no header)      = S2D
+DFEW       mae_dfer    mae_dfer/dfew/org/split0K/{train,test}.csv (``/abs/path label``, no header) = S2D
 MAFW       s2d         anno/single/no_caption/set_K/{train,test}.csv  (``video_name,labels``)  alphabetical
 MAFW       official    anno/single/no_caption/set_K/{train,test}.txt  (``03747.mp4 anger``)    names
-MAFW       mae_dfer    mae_dfer/split0K/{train,test}.csv                                        MAE-DFER order
+MAFW       mae_dfer    mae_dfer/mafw/single/split0K/{train,test}.csv                            MAE-DFER order
 FERV39K    s2d         Annotation/{train,test}.csv  (``path,id``)                               alphabetical
 FERV39K    official    4_setups/All_scenes/{train,test}_All.csv  (``Scene/Emo/clip Emotion``)   names
-FERV39K    mae_dfer    mae_dfer/all_scenes/{train,test}.csv                                     MAE-DFER order
+FERV39K    mae_dfer    mae_dfer/ferv39k/all_scenes/{train,test}.csv                             MAE-DFER order
 AffectNet  official    Manually_Annotated_file_lists/{training,validation}.csv                 codes 0..7
 RAF-DB     official    basic/EmoLabel/list_patition_label.txt  (``train_00001.jpg 5``)          1-based codes
-FERPlus    official    FERPlus/fer2013new.csv (votes) + fer2013/fer2013.csv (pixels)            vote columns
+FERPlus    official    FER2013{Train,Valid,Test}/label.csv + PNGs, or FERPlus/fer2013new.csv    majority vote
+                       (votes) + fer2013/fer2013.csv (pixels)
 =========  ==========  =====================================================================  ==============
 
-Sources: ../shared/notes/official-code-facts.md §1.6, §2, §5. Bad lines raise a :class:`DataError` naming
+``mae_dfer`` files are the lists MAE-DFER's ``preprocess/*.py`` write to its ``saved/data/`` (same sub-paths):
+set the dataset's ``splits:`` to that folder. Label orders and sources: docs/datasets.md. Bad lines raise a :class:`DataError` naming
 ``file:line``; with ``problems=[]`` they are collected instead (``dfer check-data`` reports all at once).
 """
 from __future__ import annotations
@@ -172,19 +174,26 @@ def _clip_id(dataset: str, listed: str) -> str:
 
 
 # ------------------------------------------------------------------------------- video datasets
-def _split_file(dataset: str, root: Path, split: str, fold: int | None, fmt: str) -> Path:
-    if dataset == "DFEW":
-        sub = f"EmoLabel_DataSplit/{split}(single-labeled)"
-        return {"s2d": root / sub / f"{split}_set_{fold}.csv",
-                "official": root / sub / f"set_{fold}.csv",
-                "mae_dfer": root / f"mae_dfer/split0{fold}/{split}.csv"}[fmt]
-    if dataset == "MAFW":
-        sub = root / f"anno/single/no_caption/set_{fold}"
-        return {"s2d": sub / f"{split}.csv", "official": sub / f"{split}.txt",
-                "mae_dfer": root / f"mae_dfer/split0{fold}/{split}.csv"}[fmt]
-    return {"s2d": root / f"Annotation/{split}.csv",
-            "official": root / f"4_setups/All_scenes/{split}_All.csv",
-            "mae_dfer": root / f"mae_dfer/all_scenes/{split}.csv"}[fmt]
+# Where each format keeps its split files: the folder (``splits`` in params.yaml; this default under the
+# dataset root when null) and the file inside it. MAE-DFER writes its lists to its own repository's
+# ``saved/data/`` (sunlicai/MAE-DFER ``preprocess/{dfew,mafw,ferv39k}.py``): point ``splits`` at that folder,
+# or copy it to <root>/mae_dfer.
+SPLIT_FOLDERS = {"s2d": {"DFEW": "EmoLabel_DataSplit", "MAFW": "anno", "FERV39K": "Annotation"},
+                 "official": {"DFEW": "EmoLabel_DataSplit", "MAFW": "anno", "FERV39K": "4_setups"},
+                 "mae_dfer": {"DFEW": "mae_dfer", "MAFW": "mae_dfer", "FERV39K": "mae_dfer"}}
+SPLIT_FILES = {
+    "s2d": {"DFEW": "{split}(single-labeled)/{split}_set_{fold}.csv",
+            "MAFW": "single/no_caption/set_{fold}/{split}.csv", "FERV39K": "{split}.csv"},
+    "official": {"DFEW": "{split}(single-labeled)/set_{fold}.csv", "MAFW": "single/no_caption/set_{fold}/{split}.txt",
+                 "FERV39K": "All_scenes/{split}_All.csv"},
+    "mae_dfer": {"DFEW": "dfew/org/split0{fold}/{split}.csv", "MAFW": "mafw/single/split0{fold}/{split}.csv",
+                 "FERV39K": "ferv39k/all_scenes/{split}.csv"},
+}
+
+
+def _split_file(dataset: str, root: Path, split: str, fold: int | None, fmt: str, splits=None) -> Path:
+    folder = _resolve(root, splits) if splits else root / SPLIT_FOLDERS[fmt][dataset]
+    return folder / SPLIT_FILES[fmt][dataset].format(split=split, fold=fold)
 
 
 def _label_reader(dataset: str, fmt: str):
@@ -215,8 +224,8 @@ def _label_reader(dataset: str, fmt: str):
 
 
 def _load_clips(dataset: str, root: Path, split: str, fold: int | None, fmt: str, frames, videos,
-                frame_order: str, report) -> list[Sample]:
-    path = _split_file(dataset, root, split, fold, fmt)
+                frame_order: str, report, splits=None) -> list[Sample]:
+    path = _split_file(dataset, root, split, fold, fmt, splits)
     layout = _ClipLayout(dataset, root, frames, videos)
     parse_label = _label_reader(dataset, fmt)
     rows = _space_rows(path) if (fmt == "mae_dfer" or (fmt == "official" and dataset != "DFEW")) \
@@ -235,12 +244,13 @@ def _load_clips(dataset: str, root: Path, split: str, fold: int | None, fmt: str
                              "(clip, label)", "fix or delete this line"))
             continue
         listed, label_text = fields
+        clip_id = _clip_id(dataset, listed)
         try:
             label = parse_label(label_text)
         except (KeyError, ValueError) as exc:
-            report(DataError(where, exc.args[0], "correct the label or check `format` in params.yaml"))
+            report(DataError(where, f"clip {clip_id}: {exc.args[0]}", "correct the label or check `format` in "
+                             "params.yaml"))
             continue
-        clip_id = _clip_id(dataset, listed)
         if clip_id in seen:
             report(DataError(where, f"duplicate id {clip_id!r} (first at {seen[clip_id]})",
                              "delete the duplicate line"))
@@ -277,8 +287,8 @@ def _load_affectnet(dataset: str, root: Path, split: str, report) -> list[Sample
             continue
         expr = fields[col_expr]
         if not _is_int(expr) or not 0 <= int(expr) <= 10:
-            report(DataError(where, f"unknown expression code {expr!r} (AffectNet codes are 0..10)",
-                             "correct the expression column"))
+            report(DataError(where, f"image {fields[col_path]}: unknown expression code {expr!r} (AffectNet codes "
+                             "are 0..10)", "correct the expression column"))
             continue
         code = int(expr)
         if code in AFFECTNET_DROPPED or code >= n_classes:  # AffectNet-7 also drops 7 (Contempt)
@@ -311,7 +321,7 @@ def _load_rafdb(root: Path, split: str, report) -> list[Sample]:
         if not name.startswith(prefix):
             continue
         if not _is_int(code) or not 1 <= int(code) <= 7:
-            report(DataError(where, f"unknown label {code!r} (RAF-DB basic labels are 1..7)",
+            report(DataError(where, f"image {name}: unknown label {code!r} (RAF-DB basic labels are 1..7)",
                              "correct the label"))
             continue
         stem = os.path.splitext(name)[0]
@@ -327,22 +337,74 @@ def _load_rafdb(root: Path, split: str, report) -> list[Sample]:
 FERPLUS_VOTES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
                  "unknown", "NF"]
 FERPLUS_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+FERPLUS_FOLDERS = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
 
 
 def ferplus_label(votes: list[int]) -> int | None:
-    """Majority vote over the 10 FERPlus columns; None when unknown / not-a-face wins or nobody voted."""
-    if sum(votes) <= 0:
+    """The official FERPlus "majority" label (microsoft/FERPlus ``src/ferplus.py``, ``_process_data``): votes of
+    one annotator are dropped as outliers; the top class is kept only with more than half of the remaining
+    votes, and only if it is an emotion (not unknown / not-a-face); otherwise the image is dropped (None)."""
+    kept = [v if v > 1 else 0 for v in votes]
+    total = sum(kept)
+    if total <= 0:
         return None
-    winner = int(np.argmax(votes))
-    return winner if winner < 8 else None
+    winner = int(np.argmax(kept))
+    if kept[winner] <= 0.5 * total or winner >= len(FERPLUS_VOTES) - 2:
+        return None
+    return winner
+
+
+def _ferplus_votes(fields: list[str], where: str, image: str, report) -> list[int] | None:
+    """The 10 vote counts of a FERPlus line, or None (reported) when they are not integers."""
+    if not all(_is_int(v) for v in fields):
+        report(DataError(where, f"image {image}: vote counts {fields} are not all integers", "correct the votes"))
+        return None
+    return [int(v) for v in fields]
 
 
 def _load_ferplus(root: Path, split: str, report) -> list[Sample]:
+    """FERPlus in either official layout: the ``FER2013{Train,Valid,Test}/`` folders of PNG images with their
+    ``label.csv`` (``generate_training_data.py``'s output), or ``fer2013new.csv`` (votes) next to the Kaggle
+    ``fer2013/fer2013.csv`` (pixels)."""
+    if (root / FERPLUS_FOLDERS["train"] / "label.csv").is_file():
+        return _load_ferplus_folders(root, split, report)
+    return _load_ferplus_csv(root, split, report)
+
+
+def _load_ferplus_folders(root: Path, split: str, report) -> list[Sample]:
+    folder = root / FERPLUS_FOLDERS[split]
+    path = folder / "label.csv"
+    samples, seen = [], {}
+    for no, fields in _csv_rows(path):
+        where = f"{path}:{no}"
+        # fer0028638.png,"(0, 0, 48, 48)",4,0,0,0,1,0,0,4,1,0 (older releases have no face box column)
+        votes_at = len(fields) - len(FERPLUS_VOTES)
+        if votes_at not in (1, 2) or not fields[0]:
+            report(DataError(where, f"malformed line: {len(fields)} fields, expected image name, [face box,] and "
+                             f"{len(FERPLUS_VOTES)} vote counts ({','.join(FERPLUS_VOTES)})", "fix or delete this line"))
+            continue
+        stem = os.path.splitext(fields[0])[0]
+        votes = _ferplus_votes(fields[votes_at:], where, fields[0], report)
+        if votes is None:
+            continue
+        label = ferplus_label(votes)
+        if label is None:
+            continue  # no majority, unknown or not a face: dropped, as the official reader does
+        if stem in seen:
+            report(DataError(where, f"duplicate image {stem!r} (first at {seen[stem]})", "delete the duplicate"))
+            continue
+        seen[stem] = where
+        samples.append(Sample(stem, label, folder / fields[0], "image", "FERPlus", where))
+    return samples
+
+
+def _load_ferplus_csv(root: Path, split: str, report) -> list[Sample]:
     votes_path = root / "FERPlus" / "fer2013new.csv"
     pixels_path = root / "fer2013" / "fer2013.csv"
     if not pixels_path.is_file():
         raise DataError(pixels_path, "FER2013 pixel table not found (FERPlus images live in it)",
-                        "put the Kaggle fer2013.csv at <root>/fer2013/fer2013.csv")
+                        "put the Kaggle fer2013.csv at <root>/fer2013/fer2013.csv, or the official FER2013Train/"
+                        "FER2013Valid/FER2013Test folders (with label.csv) in <root>")
     usage = FERPLUS_USAGE[split]
     samples, seen = [], {}
     row = -1
@@ -356,17 +418,17 @@ def _load_ferplus(root: Path, split: str, report) -> list[Sample]:
                              "(Usage,Image name,neutral..contempt,unknown,NF)", "fix or delete this line"))
             continue
         if fields[0] not in FERPLUS_USAGE.values():
-            report(DataError(where, f"unknown Usage {fields[0]!r} (Training|PublicTest|PrivateTest)",
-                             "correct the Usage column"))
+            report(DataError(where, f"image {fields[1] or f'(row {row})'}: unknown Usage {fields[0]!r} "
+                             "(Training|PublicTest|PrivateTest)", "correct the Usage column"))
             continue
         if fields[0] != usage or not fields[1]:
             continue  # other split, or no face in this FER2013 row (empty Image name)
-        if not all(_is_int(v) for v in fields[2:]):
-            report(DataError(where, f"vote counts {fields[2:]} are not all integers", "correct the votes"))
+        votes = _ferplus_votes(fields[2:], where, fields[1], report)
+        if votes is None:
             continue
-        label = ferplus_label([int(v) for v in fields[2:]])
+        label = ferplus_label(votes)
         if label is None:
-            continue  # unknown / NF majority: dropped, as in the FERPlus protocol
+            continue  # no majority, unknown or not a face: dropped, as the official reader does
         stem = os.path.splitext(fields[1])[0]
         if stem in seen:
             report(DataError(where, f"duplicate image {stem!r} (first at {seen[stem]})", "delete the duplicate"))
@@ -426,13 +488,14 @@ def stratified_subset(samples: list[Sample], subset) -> list[Sample]:
 # ---------------------------------------------------------------------------------------- public
 def load_split(dataset: str, root: str | os.PathLike, split: str, fold: int | None = None,
                format: str = "s2d", frames: str | None = None, videos: str | None = None,
-               frame_order: str = "natural", subset=None, problems: list | None = None,
+               frame_order: str = "natural", subset=None, problems: list | None = None, splits: str | None = None,
                **_ignored) -> list[Sample]:
     """Samples of one split, labels in ``labels.CLASSES[dataset]`` order.
 
     ``split``: ``train`` | ``test`` (``val`` for FERPlus PublicTest / AffectNet validation). ``fold``: 1..5
     for DFEW and MAFW. ``frames`` / ``videos``: folders (relative to ``root`` or absolute) of frame folders
-    or video files; frames win when both are given, the official frame folder is the default.
+    or video files; frames win when both are given, the official frame folder is the default. ``splits``:
+    the folder of the split files (default: the format's own, see ``SPLIT_FOLDERS``).
     ``subset`` (train split only): seeded class-stratified fraction/count. ``problems``: collect bad
     lines into this list instead of raising on the first one. Other keyword arguments (the rest of a
     params.yaml dataset entry, e.g. ``folds``) are ignored.
@@ -450,7 +513,7 @@ def load_split(dataset: str, root: str | os.PathLike, split: str, fold: int | No
         if split == "val":
             raise ValueError(f"{dataset} has no validation split (the official code validates on test)")
         fold = _fold_arg(dataset, fold)
-        samples = _load_clips(dataset, root, split, fold, format, frames, videos, frame_order, report)
+        samples = _load_clips(dataset, root, split, fold, format, frames, videos, frame_order, report, splits)
     elif dataset.startswith("AffectNet"):
         samples = _load_affectnet(dataset, root, split, report)
     elif dataset == "RAF-DB":
@@ -470,7 +533,7 @@ def load_dataset_entry(dataset: str, entry: dict, split: str, fold: int | None =
     """``load_split`` from a params.yaml ``data.datasets[<dataset>]`` entry. A relative ``root`` is taken from
     ``base`` (the project root); relative ``frames``/``videos`` from the dataset root, or from ``base`` when
     they exist only there (aligned frames written by ``dfer align`` under results/)."""
-    kw = {k: v for k, v in entry.items() if k in ("format", "frames", "videos", "frame_order", "subset")}
+    kw = {k: v for k, v in entry.items() if k in ("format", "frames", "videos", "frame_order", "subset", "splits")}
     if frame_order and "frame_order" not in kw:
         kw["frame_order"] = frame_order
     root = Path(entry["root"])

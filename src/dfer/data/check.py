@@ -20,6 +20,9 @@ from dfer.data.adapters import FOLDED_DATASETS, Sample, load_dataset_entry
 from dfer.data.clips import list_frames, read_image, read_rgb
 from dfer.data.errors import DataError
 
+# Split files beyond train/test: FERPlus's PublicTest (the official validation set).
+SPLITS = {"FERPlus": ("train", "val", "test")}
+
 
 @dataclass
 class Report:
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", nargs="?", help="dataset name as in params.yaml data.datasets (e.g. DFEW)")
     ap.add_argument("--all", action="store_true", help="check every dataset in params.yaml")
-    ap.add_argument("--split", default="all", choices=["train", "test", "all"])
+    ap.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
+                    help="which split files (all: train and test, and FERPlus's PublicTest as val)")
     ap.add_argument("--fold", default="all", help="fold K (DFEW, MAFW) or `all` (the entry's folds)")
     ap.add_argument("--params", default=None, help="params file (default: the project's params.yaml)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override params values")
@@ -132,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in data["datasets"]]
     if unknown:
         ap.error(f"{unknown[0]!r} is not in params.yaml data.datasets ({', '.join(data['datasets'])})")
-    splits = ["train", "test"] if args.split == "all" else [args.split]
     min_frames = args.min_frames if args.min_frames is not None else int(data["min_frames"])
 
     reports = []
     for name in names:
         entry = data["datasets"][name]
+        splits = list(SPLITS.get(name, ("train", "test"))) if args.split == "all" else [args.split]
         if name in FOLDED_DATASETS:
             folds = list(entry["folds"] or [1, 2, 3, 4, 5]) if args.fold == "all" else [int(args.fold)]
         else:

@@ -3,7 +3,7 @@
 The *model order* of a dataset (``CLASSES[name]``) is the order the official S2D code trains in; every
 adapter returns labels as indices into it. Other formats (official DFEW 1-based labels, MAE-DFER's
 orders, AffectNet expression codes, RAF-DB 1-based codes, FERPlus vote columns) are mapped on read.
-Sources: ../shared/notes/official-code-facts.md §1.6, §2, §5.
+Sources and the formats they come from: docs/datasets.md.
 """
 from __future__ import annotations
 

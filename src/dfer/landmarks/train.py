@@ -182,15 +182,14 @@ class CropBank:
         pre = self.images.shape[1]
         out_img = np.zeros((len(idx), s, s, 3), np.uint8)
         out_pts = np.zeros((len(idx), NUM_POINTS, 2), np.float32)
-        aug = augment or {}
         for j, i in enumerate(idx):
             center = np.full(2, pre / 2.0, np.float32)
             side, angle, flip = pre / PRE_CROP, 0.0, False
-            if rng is not None:
-                side *= 1.0 + rng.uniform(-1, 1) * float(aug.get("scale", 0.0))
-                center += rng.uniform(-1, 1, 2) * float(aug.get("shift", 0.0)) * side
-                angle = rng.uniform(-1, 1) * float(aug.get("rotate", 0.0))
-                flip = bool(aug.get("hflip", False)) and rng.random() < 0.5
+            if rng is not None and augment:  # params.yaml landmarks.train.augment
+                side *= 1.0 + rng.uniform(-1, 1) * float(augment["scale"])
+                center += rng.uniform(-1, 1, 2) * float(augment["shift"]) * side
+                angle = rng.uniform(-1, 1) * float(augment["rotate"])
+                flip = bool(augment["hflip"]) and rng.random() < 0.5
             m = _crop_affine(center, side, s, angle)
             img = cv2.warpAffine(self.images[i], m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             pts = _apply(m, self.points[i])

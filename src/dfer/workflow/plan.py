@@ -27,7 +27,7 @@ from dfer.engine.runconfig import UNHASHED_KEYS, run_hash
 TABLES_RELPATH = Path("workflow/tables.yaml")
 RUNS_DIR = "results/runs"
 SPEC_KEYS = {"method", "dataset", "folds", "init", "set", "metric", "eval_on"}
-NON_RUN_METRICS = {"ion", "params_m"}
+NON_RUN_METRICS = {"ion", "params_m"}  # read from the landmark stage, not from a run
 
 
 @dataclass
@@ -57,6 +57,7 @@ class Cell:
     dataset: str | None          # dataset the metric is read from
     runs: list[str]              # run hashes (one per fold); empty for cited-only rows / non-run metrics
     backbone: str | None = None  # for ion / params_m cells
+    weights: str | None = None   # the landmark net's weights, for ion / params_m cells
     paper: float | None = None
 
 
@@ -65,6 +66,7 @@ class Plan:
     runs: dict[str, Run]
     cells: dict[str, list[Cell]]          # table or figure id -> its cells, in row-major order
     titles: dict[str, str]
+    notes: dict[str, str] = field(default_factory=dict)  # table id -> a note printed under its title
     provenance: dict = field(default_factory=dict)   # preset, synthetic?, dataset roots
     kinds: dict = field(default_factory=dict)        # figure id -> kind
     spread: str = "std"
@@ -93,6 +95,7 @@ class Plan:
         return {
             "table": table,
             "title": self.titles.get(table, table),
+            "note": self.notes.get(table, ""),
             "cells": [c.__dict__ for c in self.cells[table]],
             "runs": {h: {"name": self.runs[h].name, "output_dir": self.runs[h].output_dir,
                          "dataset": self.runs[h].config["dataset"], "fold": self.runs[h].config.get("fold")}
@@ -341,9 +344,12 @@ def build_plan(params: dict, tables: dict) -> Plan:
     planner = Planner(params)
     cells: dict[str, list[Cell]] = {}
     titles: dict[str, str] = {}
+    notes: dict[str, str] = {}
     kinds: dict[str, str] = {}
     for tid, table in (tables.get("tables") or {}).items():
         titles[tid] = table.get("title", tid)
+        if table.get("note"):
+            notes[tid] = table["note"]
         blocks = table.get("blocks") or [{"label": "", "columns": table.get("columns"), "rows": table.get("rows")}]
         out: list[Cell] = []
         for block in blocks:
@@ -380,7 +386,8 @@ def build_plan(params: dict, tables: dict) -> Plan:
     prov = {"preset": params["preset"], "recipe": params["recipe"], "roots": roots,
             "synthetic": all(r.startswith("results/synth") for r in roots.values())}
     spread = params["tables"]["spread"]
-    return Plan(runs=planner.runs, cells=cells, titles=titles, provenance=prov, spread=spread, kinds=kinds)
+    return Plan(runs=planner.runs, cells=cells, titles=titles, notes=notes, provenance=prov, spread=spread,
+                kinds=kinds)
 
 
 def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spec: dict,
@@ -393,6 +400,7 @@ def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spe
     if cell.metric in NON_RUN_METRICS:
         backbone = (spec.get("set") or {}).get("landmarks.backbone") or planner.params["landmarks"]["backbone"]
         cell.backbone = backbone
+        cell.weights = landmark_weights(planner.params, backbone)
         return cell
     cell.dataset = _cell_dataset(spec)
     folds = planner.folds(spec["dataset"], spec.get("folds"))

@@ -24,7 +24,9 @@ from typing import Any
 
 from dfer.config import ConfigError
 
-METRIC_LABEL = {"uar": "UAR", "war": "WAR", "acc": "Acc", "ion": "ION", "params_m": "Params (M)"}
+METRIC_LABEL = {"uar": "UAR", "war": "WAR", "acc": "Acc", "ion": "ION", "params_m": "Params (M)",
+                "tunable_m": "Tunable Params (M)"}
+NOT_MEASURED = "not measured"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -57,6 +59,9 @@ def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | 
         if dataset not in cross:
             return None
         block = cross[dataset]
+    if metric == "tunable_m":  # the model's trainable parameters (after the freezing rule), in millions
+        params = ev.get("parameters")
+        return None if params is None else params["tunable"] / 1e6
     scale = _scale(block)
     if metric in ("war", "acc"):
         v = _get(block, "war", "WAR", "acc", "accuracy")
@@ -81,11 +86,13 @@ def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | 
     return None if v is None else float(v) * scale
 
 
-def landmark_value(root: Path, backbone: str, metric: str) -> float | None:
-    """ION (%) or parameter count (M) from the landmark stage's report.json."""
+def landmark_value(root: Path, backbone: str, metric: str, weights: str | None = None) -> float | None:
+    """ION (%) or parameter count (M) from the landmark stage's report.json (a trained net, or configured weights
+    measured on ``landmarks.ion_datasets``). Without a report: the parameters are counted from the configured
+    weights (the ION is then not measured: None)."""
     path = root / "results" / "landmarks" / backbone / "report.json"
     if not path.is_file():
-        return None
+        return _weights_params_m(root, backbone, weights) if metric == "params_m" else None
     rep = _read_json(path)
     if metric == "ion":
         if "ion_percent" in rep:
@@ -97,6 +104,15 @@ def landmark_value(root: Path, backbone: str, metric: str) -> float | None:
         return None
     v = float(v)
     return v / 1e6 if v > 1e4 else v
+
+
+def _weights_params_m(root: Path, backbone: str, weights: str | None) -> float:
+    """Parameters (M) of the landmark net as loaded from its weights file (the architecture's when absent)."""
+    from dfer.landmarks.registry import build_landmark_net, count_params
+
+    path = None if not weights else (Path(weights) if Path(weights).is_absolute() else root / weights)
+    net = build_landmark_net(backbone, path if path is not None and path.is_file() else None)
+    return count_params(net) / 1e6
 
 
 def aggregate(values: list[float], spread: str = "std") -> tuple[float | None, float | None]:
@@ -119,7 +135,7 @@ def collect(payload: dict, root: Path, spread: str = "std") -> list[dict]:
         values: list[float] = []
         missing: list[str] = []
         if c["metric"] in ("ion", "params_m"):
-            v = landmark_value(root, c["backbone"], c["metric"])
+            v = landmark_value(root, c["backbone"], c["metric"], c.get("weights"))
             values = [] if v is None else [v]
         else:
             for h in c["runs"]:
@@ -138,6 +154,7 @@ def collect(payload: dict, root: Path, spread: str = "std") -> list[dict]:
             "dataset": c["dataset"] or "", "ours": mean, "spread": sp, "n_folds": len(values),
             "paper": paper, "diff": None if mean is None or paper is None else mean - paper,
             "runs": " ".join(c["runs"]), "missing": missing, "cited_only": c["metric"] is None,
+            "note": NOT_MEASURED if c["metric"] == "ion" and not values else "",
         })
     return records
 
@@ -152,7 +169,7 @@ def _ours(r: dict, pm: str = "±") -> str:
     if r["cited_only"]:
         return ""
     if r["ours"] is None:
-        return "missing" if r["missing"] else "n/a"
+        return "missing" if r["missing"] else (r["note"] or "n/a")
     return _f(r["ours"]) + (f" {pm} {_f(r['spread'])}" if r["spread"] is not None else "")
 
 
@@ -182,6 +199,8 @@ def render_markdown(payload: dict, records: list[dict], spread: str) -> str:
     out = [f"# {payload['title']}", "", f"> {provenance(payload)}",
            f"> ours = our result ({'mean ± std' if spread == 'std' else 'mean ± half range'} over folds where "
            "a cell has several), paper = reported, Δ = ours − paper.", ""]
+    if payload.get("note"):
+        out[-1:] = [f"> Note: {payload['note']}", ""]
     for block, rows, cols, cells in _grid(records):
         if block:
             out += [f"## {block}", ""]
@@ -200,7 +219,8 @@ def render_markdown(payload: dict, records: list[dict], spread: str) -> str:
 
 def render_csv(records: list[dict]) -> str:
     buf = io.StringIO()
-    fields = ["block", "row", "column", "metric", "dataset", "ours", "spread", "n_folds", "paper", "diff", "runs"]
+    fields = ["block", "row", "column", "metric", "dataset", "ours", "spread", "n_folds", "paper", "diff", "note",
+              "runs"]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in records:
@@ -218,6 +238,8 @@ def _tex(s: str) -> str:
 
 def render_latex(payload: dict, records: list[dict]) -> str:
     out = [f"% {payload['title']}", f"% {provenance(payload).replace('**', '')}"]
+    if payload.get("note"):
+        out.append(f"% Note: {payload['note']}")
     for block, rows, cols, cells in _grid(records):
         out.append(r"\begin{tabular}{l" + "rrr" * len(cols) + "}")
         out.append(r"\toprule")

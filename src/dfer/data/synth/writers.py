@@ -152,7 +152,7 @@ def write_dfew(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progres
             write_lines(sub / f"{split}_set_{k}.csv", ["video_name,label"] + [f"{ids[i]},{lab[i]}" for i in rows])
             write_lines(sub / f"set_{k}.csv", ["video_name,label"] + [f"{ids[i]},{lab[i] + 1}" for i in rows])
             mae = labels.MAE_DFER_CLASSES[ds]
-            write_lines(tmp / "mae_dfer" / f"split0{k}" / f"{split}.csv",
+            write_lines(tmp / "mae_dfer/dfew/org" / f"split0{k}" / f"{split}.csv",
                         [f"{(final / 'Clip' / 'clip_224x224_16f' / ids[i]).as_posix()} "
                          f"{mae.index(classes[lab[i]])}" for i in rows])
             counts[f"fold{k}/{split}"] = _counts([ann[i] for i in rows], classes)
@@ -203,7 +203,7 @@ def write_mafw(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progres
             sub = tmp / "anno" / "single" / "no_caption" / f"set_{k}"
             write_lines(sub / f"{split}.csv", ["video_name,labels"] + [f"{ids[i]},{lab[i]}" for i in rows])
             write_lines(sub / f"{split}.txt", [f"{ids[i]}.mp4 {labels.MAFW_OFFICIAL_NAMES[lab[i]]}" for i in rows])
-            write_lines(tmp / "mae_dfer" / f"split0{k}" / f"{split}.csv",
+            write_lines(tmp / "mae_dfer/mafw/single" / f"split0{k}" / f"{split}.csv",
                         [f"{(final / 'data' / 'clips' / f'{ids[i]}.mp4').as_posix()} "
                          f"{mae.index(labels.MAFW_OFFICIAL_NAMES[lab[i]])}" for i in rows])
             counts[f"fold{k}/{split}"] = _counts([ann[i] for i in rows], classes)
@@ -249,7 +249,7 @@ def write_ferv39k(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, prog
         write_lines(tmp / "Annotation" / f"{split}.csv", ["path,id"] + [f"{ids[i]},{lab[i]}" for i in rows])
         write_lines(tmp / "4_setups" / "All_scenes" / f"{split}_All.csv",
                     [f"{ids[i]} {classes[lab[i]]}" for i in rows])
-        write_lines(tmp / "mae_dfer" / "all_scenes" / f"{split}.csv",
+        write_lines(tmp / "mae_dfer/ferv39k/all_scenes" / f"{split}.csv",
                     [f"{(final / '2_ClipsforFaceCrop' / ids[i]).as_posix()} {mae.index(classes[lab[i]])}"
                      for i in rows])
         counts[split] = _counts([ann[i] for i in rows], classes)
