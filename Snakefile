@@ -25,3 +25,9 @@ rule all:
     default_target: True
     input:
         rules.all_tables.input,
+
+
+onsuccess:
+    if Path("results/tables/claims.md").is_file():
+        print(f"\nTables: results/tables/table_*.md (.csv, .tex)  Claims scorecard: results/tables/claims.md  "
+              f"Figures: results/figures/\nMLflow: mlflow ui --backend-store-uri {PARAMS['mlflow']['tracking_uri']}")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from dfer.config import config_hash, preset_notice, resolve, stage_params, write_stage_params
+from dfer.workflow.claims import claims_payload, load_claims
 from dfer.workflow.restore import settle_restored_outputs
 from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_alignment, write_json, write_run_config
 
@@ -24,6 +25,7 @@ PARAMS = resolve(config, workflow.config_settings.overwrite_config)
 if workflow.is_main_process:
     print(preset_notice(PARAMS), file=sys.stderr)
 PLAN = build_plan(PARAMS, load_tables("workflow/tables.yaml"))
+CLAIMS = claims_payload(PLAN, load_claims("workflow/claims.yaml"))
 RUNS = PLAN.runs
 TABLES = sorted((t for t in PLAN.cells if t.startswith("table_")), key=lambda t: int(t.split("_")[1]))
 FIGURES = [f for f in PLAN.cells if not f.startswith("table_")]

@@ -5,7 +5,7 @@ rule mlflow_init:
     output:
         "results/mlflow/parents.json",
     params:
-        tables={t: PLAN.titles[t] for t in TABLES},
+        tables={**{t: PLAN.titles[t] for t in TABLES}, "claims": "The paper's claims scored on these runs"},
         settings=PARAMS["mlflow"],
     log:
         "results/logs/mlflow_init.log",

@@ -79,3 +79,30 @@ def test_official_update_frequency_quirk():
     assert [e for e in range(5) if should_update(e, 5, SDLConfig(update="official"))] == [2, 4]
     with pytest.raises(ValueError):
         SDLConfig(update="sometimes")
+
+
+def test_anchors_come_from_the_clean_clip_never_the_mixed_one():
+    """Official `model(ori_samples, a)`: with Mixup/CutMix on, the queues are filled from a no-grad forward of
+    the un-mixed clip under its true label."""
+    import numpy as np
+
+    from dfer.data.transforms import mixup_fn
+    from dfer.engine.loop import Precision, StepState, micro_step_loss
+    from dfer.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("s2d_tiny", num_classes=3, fusion="none", embed_dim=32, depth=1, num_heads=2,
+                         adapter_heads=2, num_frames=2, head_dropout=0.0).eval()  # deterministic forward
+    clean = torch.randn(4, 3, 2, 112, 112)
+    labels = torch.tensor([0, 1, 2, 0])
+    sdl = SDL(3, model.num_features, k=1, queue_size=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    st = StepState(opt, np.zeros(1), 1, Precision(), None, None, False,
+                   mixup_fn({"mixup": 0.8, "cutmix": 0.0}, 3, 0.0), "onehot_sdl", 0.0, 3, sdl=sdl, sdl_active=True,
+                   sdl_update=True)
+    micro_step_loss(model, {"video": clean, "label": labels}, st, torch.device("cpu"))
+    with torch.no_grad():
+        _, feat = model(clean)
+    assert torch.allclose(sdl.queue[1, -1], feat[1], atol=1e-5)   # class 1's newest anchor = clean clip 1
+    assert torch.allclose(sdl.queue[0, -1], feat[3], atol=1e-5)   # class 0: clips 0 then 3 (FIFO)
+    assert torch.allclose(sdl.queue[0, -2], feat[0], atol=1e-5)

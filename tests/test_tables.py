@@ -84,3 +84,40 @@ def test_every_declared_paper_table_resolves():
     t3 = [c for c in plan.cells["table_3"] if c.column == "ION"]
     assert [c.backbone for c in t3] == ["MobileNetV2_56", "MobileNetV2_224", "PFLD", "MobileNetV2_ED",
                                         "MobileFaceNet"]
+
+
+def test_tunable_params_ion_not_measured_and_landmark_params_from_weights(tmp_path):
+    """Table IX/X's Tunable Params column reads the trained model's count; Table III in the paper preset counts
+    the landmark weights' parameters and says the ION was not measured (no landmark test set configured)."""
+    import torch
+
+    from dfer.landmarks.registry import build_landmark_net, count_params
+
+    params = load_params(ROOT / "params.yaml", ["preset=paper"])
+    tables = __import__("yaml").safe_load((ROOT / "workflow/tables.yaml").read_text())
+    plan = build_plan(params, tables)
+    s2d = [c for c in plan.cells["table_9"] if c.row == "S2D (ours) *" and c.column == "Tunable Params (M)"][0]
+    assert s2d.paper == 9 and s2d.metric == "tunable_m"
+    for h in s2d.runs:
+        write_eval(tmp_path, plan.runs[h], {"uar": 0.6, "war": 0.7, "parameters": {"total": 95_055_571,
+                                                                                     "tunable": 9_258_451}})
+    weights = tmp_path / params["landmarks"]["weights"]["PFLD"]
+    weights.parent.mkdir(parents=True)
+    torch.save({"state_dict": build_landmark_net("PFLD").state_dict()}, weights)
+    _, csv9, _ = render_table(plan.table_payload("table_9"), tmp_path / "tables", tmp_path)
+    row = next(r for r in csv.DictReader(csv9.open()) if r["row"] == "S2D (ours) *" and r["metric"] == "tunable_m")
+    assert float(row["ours"]) == pytest.approx(9.258451, abs=1e-4) and float(row["paper"]) == 9  # CSV: 4 decimals
+    md3, csv3, _ = render_table(plan.table_payload("table_3"), tmp_path / "tables", tmp_path)
+    rows = {(r["row"], r["metric"]): r for r in csv.DictReader(csv3.open())}
+    assert float(rows[("PFLD", "params_m")]["ours"]) == pytest.approx(count_params(build_landmark_net("PFLD")) / 1e6,
+                                                           abs=1e-4)
+    assert rows[("PFLD", "ion")]["ours"] == "" and rows[("PFLD", "ion")]["note"] == "not measured"
+    assert "| PFLD | not measured | 3.97 |" in md3.read_text()
+
+
+def test_a_tables_note_is_printed_under_its_title(tmp_path):
+    plan = build_plan(load_params(ROOT / "params.yaml"), __import__("yaml").safe_load(
+        (ROOT / "workflow/tables.yaml").read_text()))
+    md, _, tex = render_table(plan.table_payload("table_6"), tmp_path / "tables", tmp_path)
+    assert "> Note: \"One-Hot+SDL\" = S2D as the official scripts run it" in md.read_text()
+    assert "% Note:" in tex.read_text()

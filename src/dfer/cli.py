@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("dfer.engine.predict", "expression probabilities for your own video file"),
     "plan": ("dfer.workflow.plan", "resolve the paper's tables to unique runs"),
     "table": ("dfer.workflow.tables", "render one paper table from run results"),
+    "claims": ("dfer.workflow.claims", "score the paper's claims on the runs (reproduced / inconclusive / reversed)"),
     "figure": ("dfer.workflow.figures", "draw one paper figure from run results"),
     "launch": ("dfer.launch", "submit one run outside the DAG with submitit (SLURM or --local)"),
 }

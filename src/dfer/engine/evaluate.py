@@ -74,9 +74,11 @@ def score_dataset(model: nn.Module, cfg: dict, dataset_obj, device: torch.device
             "seconds": out.seconds}
 
 
-def cross_scores(probs: np.ndarray, labels: np.ndarray, src_classes: list[str], dst_classes: list[str]) -> dict:
+def cross_scores(probs: np.ndarray, labels: np.ndarray, src_classes: list[str], dst_classes: list[str],
+                 ids: list[str] | None = None) -> dict:
     """Score a model of ``src_classes`` on a test set of ``dst_classes``: samples of shared classes only,
-    prediction = argmax over the shared classes' probabilities."""
+    prediction = argmax over the shared classes' probabilities. ``items`` keeps every scored sample's id, label
+    and prediction (indices into ``shared_classes``) for the claims scorecard's bootstrap."""
     from dfer.data.labels import canonical
 
     src = {canonical(c): i for i, c in enumerate(src_classes)}
@@ -92,6 +94,8 @@ def cross_scores(probs: np.ndarray, labels: np.ndarray, src_classes: list[str], 
     res = summarize(y_true, y_pred, shared)
     res["shared_classes"] = shared
     res["excluded_samples"] = int((~mask).sum())
+    kept_ids = [i for i, m in zip(ids, mask) if m] if ids is not None else list(range(int(mask.sum())))
+    res["items"] = {"ids": kept_ids, "labels": y_true.tolist(), "pred": y_pred.tolist()}
     return res
 
 
@@ -156,8 +160,8 @@ def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
         for other in cfg["eval_datasets"]:
             ods = evaluation_dataset(cfg, other)
             ores = score_dataset(model, cfg, ods, device, lmk_net, precision, show=show, desc=f"test {other}")
-            report["cross"][other] = cross_scores(ores["probs"], ores["labels"], classes, class_names(
-                {"dataset": other}))
+            report["cross"][other] = cross_scores(ores["probs"], ores["labels"], classes,
+                                                  class_names({"dataset": other}), ores["ids"])
     report["seconds"] = round(time.perf_counter() - t0, 3)
     report["clips_per_s"] = round(res["clips"] / res["seconds"], 3) if res["seconds"] > 0 else None
     report.update(extra or {})

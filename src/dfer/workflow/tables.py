@@ -312,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         payload = payload_from_params(args.table, args.params, args.set)
     spread = args.spread or payload.get("spread", "std")
-    for path in render_table(payload, args.out, args.root, spread):
+    paths = render_table(payload, args.out, args.root, spread)
+    for path in paths:
         print(path)
+    from dfer.workflow.tracking import log_table
+
+    log_table(args.table, paths[1], paths[0], root=args.root)
     return 0

@@ -369,8 +369,9 @@ def init_tracking(tables: dict[str, str], out: str | Path, mlflow_cfg: dict,
 
 
 def log_table(table: str, records_csv: str | Path, md_path: str | Path | None = None,
-              root: str | Path | None = None) -> None:
-    """Attach a rendered table to its parent run (best effort)."""
+              root: str | Path | None = None, metrics: dict[str, float] | None = None) -> None:
+    """Attach a rendered table (or the claims scorecard) and optional summary metrics to its parent run (best
+    effort)."""
     root = Path(root) if root else _root()
     parents = _read(root / PARENTS_PATH)
     run_id = (parents.get("parents") or {}).get(table)
@@ -389,4 +390,6 @@ def log_table(table: str, records_csv: str | Path, md_path: str | Path | None = 
         for p in (records_csv, md_path):
             if p and Path(p).is_file():
                 client.log_artifact(run_id, str(p))
+        for k, v in (metrics or {}).items():
+            client.log_metric(run_id, k, float(v))
     tr._safe("log table", _log)

@@ -1,0 +1,266 @@
+"""The paper's qualitative claims, scored on our runs: reproduced, reversed or inconclusive.
+
+Each claim of ``workflow/claims.yaml`` compares table cells (``workflow/tables.yaml``): the statistic is
+``sum(better) - sum(worse)`` of cell values (a term may carry ``sign: -1``, e.g. a cross-dataset drop). The
+paper's size is that statistic on the paper's numbers; ours is the same on our cells (each the mean over its
+folds, as in the tables). Its spread is a 95% interval from a paired bootstrap over test items: every test set
+(dataset, fold) is resampled once per replicate and every run evaluated on it is scored on the same resample,
+so two runs on the same test set are compared item by item. Verdict: **reproduced** when the interval lies on
+the paper's side of 0, **reversed** when it lies on the other side, **inconclusive** when it contains 0. The
+interval measures test-set sampling noise (per fold, averaged over the cell's folds); it does not contain
+training-seed noise, which the per-fold differences printed beside it show where a cell has several folds.
+
+``dfer claims --plan results/plan/claims.json`` writes ``results/tables/claims.{md,csv}`` and logs them on the
+MLflow parent run ``claims``; the same scorecard runs on real data in the paper preset.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dfer.config import ConfigError
+
+CLAIMS_RELPATH = Path("workflow/claims.yaml")
+BOOTSTRAP = 2000
+LEVEL = 0.95
+VERDICTS = ("reproduced", "inconclusive", "reversed")
+
+
+# ---- declaring claims -------------------------------------------------------------------------------------
+def load_claims(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: claim declarations not found (expected {CLAIMS_RELPATH})")
+    claims = (yaml.safe_load(p.read_text()) or {}).get("claims") or []
+    ids = [c.get("id") for c in claims]
+    if len(set(ids)) != len(ids) or None in ids:
+        raise ConfigError(f"{p}: every claim needs a unique `id`")
+    return claims
+
+
+def _terms(claim: dict, side: str) -> list[dict]:
+    terms = claim.get(side)
+    terms = [terms] if isinstance(terms, dict) else list(terms or [])
+    if not terms:
+        raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r} has no `{side}` cell")
+    return terms
+
+
+def claims_payload(plan, claims: list[dict]) -> dict:
+    """Resolve each claim's cells to runs, datasets, metrics and paper numbers (what `dfer claims` needs)."""
+    out, runs = [], {}
+    for claim in claims:
+        table = claim.get("table")
+        if table not in plan.cells:
+            raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r} names unknown table {table!r}")
+        terms = []
+        for side, sign in (("better", 1.0), ("worse", -1.0)):
+            for t in _terms(claim, side):
+                cell = _find_cell(plan, claim, t)
+                if not cell.runs:
+                    raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r}: cell {t} is not backed by "
+                                      "runs (a cited-only row or a landmark metric)")
+                terms.append({"side": side, "sign": sign * float(t.get("sign", 1)), "row": cell.row,
+                              "column": cell.column,
+                              "block": cell.block, "metric": cell.metric, "dataset": cell.dataset,
+                              "paper": cell.paper, "runs": cell.runs})
+                for h in cell.runs:
+                    r = plan.runs[h]
+                    runs[h] = {"output_dir": r.output_dir, "dataset": r.config["dataset"], "fold": r.config["fold"],
+                               "name": r.name}
+        out.append({"id": claim["id"], "says": claim.get("says", ""), "table": table, "terms": terms})
+    return {"claims": out, "runs": runs, "provenance": plan.provenance}
+
+
+def _find_cell(plan, claim: dict, term: dict):
+    found = [c for c in plan.cells[claim["table"]] if c.row == term.get("row") and c.column == term.get("column")
+             and (term.get("block") is None or c.block == term["block"])]
+    if len(found) != 1:
+        raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r}: {len(found)} cells of {claim['table']} match "
+                          f"row {term.get('row')!r}, column {term.get('column')!r}"
+                          f"{', block ' + repr(term['block']) if term.get('block') else ''} (one is needed)")
+    return found[0]
+
+
+# ---- per-item predictions -----------------------------------------------------------------------------------
+@dataclass
+class Items:
+    """One run's predictions on one test set: ids, true and predicted class indices, class names."""
+    ids: np.ndarray
+    labels: np.ndarray
+    pred: np.ndarray
+    classes: list[str]
+
+
+def run_items(root: Path, run: dict, dataset: str) -> Items:
+    """A run's test predictions on ``dataset``: its own test set (predictions.csv), or a cross-dataset test
+    (eval.json ``cross``)."""
+    folder = root / run["output_dir"]
+    ev_path = folder / "eval.json"
+    if not ev_path.is_file():
+        raise ConfigError(f"{ev_path}: missing; run the training job first (`snakemake all_tables`)")
+    ev = json.loads(ev_path.read_text())
+    if dataset == run["dataset"]:
+        classes = list(ev["classes"])
+        index = {c: i for i, c in enumerate(classes)}
+        with open(folder / "predictions.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        return Items(np.array([r["id"] for r in rows]), np.array([index[r["label"]] for r in rows], np.int64),
+                     np.array([index[r["pred"]] for r in rows], np.int64), classes)
+    cross = (ev.get("cross") or {}).get(dataset)
+    if cross is None or "items" not in cross:
+        raise ConfigError(f"{ev_path}: no per-item cross-dataset predictions on {dataset}; re-run the job")
+    it = cross["items"]
+    return Items(np.array([str(i) for i in it["ids"]]), np.asarray(it["labels"], np.int64),
+                 np.asarray(it["pred"], np.int64), list(cross["shared_classes"]))
+
+
+def metric(items: Items, name: str, idx: np.ndarray | None = None) -> float:
+    """UAR / WAR (= acc) / ``class:<name>`` accuracy in percent, on ``idx`` (a resample) or every item; nan when
+    the resample holds no item of the class."""
+    y, p = (items.labels, items.pred) if idx is None else (items.labels[idx], items.pred[idx])
+    k = len(items.classes)
+    if name in ("war", "acc"):
+        return 100.0 * float(np.mean(y == p)) if len(y) else float("nan")
+    support = np.bincount(y, minlength=k)
+    correct = np.bincount(y[y == p], minlength=k)
+    if name == "uar":
+        present = support > 0
+        return 100.0 * float(np.mean(correct[present] / support[present])) if present.any() else float("nan")
+    if name.startswith("class:"):
+        c = [x.lower() for x in items.classes].index(name.split(":", 1)[1].lower())
+        return 100.0 * correct[c] / support[c] if support[c] else float("nan")
+    raise ConfigError(f"claims compare uar | war | acc | class:<name> metrics, not {name!r}")
+
+
+# ---- scoring ------------------------------------------------------------------------------------------------
+def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0) -> list[dict]:
+    """One record per claim: the paper's and our statistic, our bootstrap interval, per-fold values, verdict."""
+    root = Path(root)
+    cache: dict[tuple[str, str], Items] = {}
+
+    def items_of(h: str, dataset: str) -> Items:
+        if (h, dataset) not in cache:
+            cache[(h, dataset)] = run_items(root, payload["runs"][h], dataset)
+        return cache[(h, dataset)]
+
+    # One resample per test set (dataset, fold) and replicate, shared by every run scored on it.
+    sets: dict[tuple[str, Any], int] = {}
+    for claim in payload["claims"]:
+        for t in claim["terms"]:
+            for h in t["runs"]:
+                key = (t["dataset"], payload["runs"][h]["fold"])
+                n = len(items_of(h, t["dataset"]).ids)
+                if sets.setdefault(key, n) != n:
+                    raise ConfigError(f"runs scored on {key} have different test sets ({sets[key]} vs {n} items)")
+    rng = np.random.default_rng(seed)
+    draws = {key: rng.integers(0, n, size=(replicates, n)) for key, n in sorted(sets.items(), key=str)}
+    records = []
+    for claim in payload["claims"]:
+        ours = 0.0
+        boot = np.zeros(replicates)
+        folds: dict[Any, float] = {}
+        for t in claim["terms"]:
+            fold_keys = [(t["dataset"], payload["runs"][h]["fold"]) for h in t["runs"]]
+            values = [metric(items_of(h, t["dataset"]), t["metric"]) for h in t["runs"]]
+            ours += t["sign"] * float(np.mean(values))
+            reps = np.array([[metric(items_of(h, t["dataset"]), t["metric"], draws[key][b]) for b in range(replicates)]
+                             for h, key in zip(t["runs"], fold_keys)])
+            boot += t["sign"] * np.nanmean(reps, axis=0) if reps.size else 0.0
+            for key, v in zip(fold_keys, values):
+                folds[key[1]] = folds.get(key[1], 0.0) + t["sign"] * v
+        paper_terms = [t["paper"] for t in claim["terms"]]
+        paper = None if None in paper_terms else sum(t["sign"] * t["paper"] for t in claim["terms"])
+        lo, hi = (float(np.nanpercentile(boot, q)) for q in (100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2))
+        direction = 1.0 if paper is None or paper >= 0 else -1.0
+        verdict = ("reproduced" if min(lo * direction, hi * direction) > 0 else
+                   "reversed" if max(lo * direction, hi * direction) < 0 else "inconclusive")
+        records.append({"id": claim["id"], "table": claim["table"], "says": claim["says"],
+                        "comparison": _comparison(claim["terms"]), "paper": paper, "ours": ours, "low": lo,
+                        "high": hi, "per_fold": {str(k): v for k, v in folds.items()} if len(folds) > 1 else {},
+                        "verdict": verdict})
+    return records
+
+
+def _comparison(terms: list[dict]) -> str:
+    """``better cell(s) vs worse cell(s)``; a term subtracted inside its side is shown with a minus."""
+    def side(name: str) -> str:
+        own = [t for t in terms if t["side"] == name]
+        sign = 1.0 if name == "better" else -1.0
+        return " ".join(("" if i == 0 and t["sign"] * sign > 0 else "+ " if t["sign"] * sign > 0 else "− ")
+                        + f"{t['row']} / {t['column']}" for i, t in enumerate(own))
+
+    return f"{side('better')} vs {side('worse')}"
+
+
+# ---- rendering ----------------------------------------------------------------------------------------------
+def _f(v, signed: bool = True) -> str:
+    return "-" if v is None else (f"{v:+.2f}" if signed else f"{v:.2f}")
+
+
+def render_markdown(records: list[dict], provenance: dict) -> str:
+    counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
+    kind = "synthetic" if provenance.get("synthetic") else "real"
+    out = ["# Claims scorecard: which of the paper's findings hold on this data", "",
+           f"> Data: **{kind}** (preset `{provenance.get('preset')}`, recipe `{provenance.get('recipe')}`). "
+           f"**{counts['reproduced']} reproduced, {counts['inconclusive']} inconclusive, {counts['reversed']} "
+           "reversed.**",
+           f"> Δ = better − worse (points); ours with its {int(LEVEL * 100)}% paired-bootstrap interval over test "
+           "items; reproduced / reversed when the interval excludes 0 on the paper's / the other side.", "",
+           "| claim | table | paper Δ | ours Δ [95% CI] | per fold | verdict |", "|---|---|---|---|---|---|"]
+    for r in records:
+        folds = ", ".join(f"{k}: {v:+.1f}" for k, v in r["per_fold"].items()) or "-"
+        out.append(f"| {r['says']}<br><sub>{r['comparison']}</sub> | {r['table'].replace('table_', '')} | "
+                   f"{_f(r['paper'])} | {_f(r['ours'])} "
+                   f"[{_f(r['low'])}, {_f(r['high'])}] | {folds} | **{r['verdict']}** |")
+    return "\n".join(out) + "\n"
+
+
+def render_csv(records: list[dict]) -> str:
+    buf = io.StringIO()
+    fields = ["id", "table", "says", "comparison", "paper", "ours", "low", "high", "per_fold", "verdict"]
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({**{k: (round(r[k], 4) if isinstance(r[k], float) else r[k]) for k in fields},
+                    "per_fold": json.dumps(r["per_fold"]) if r["per_fold"] else ""})
+    return buf.getvalue()
+
+
+def write_scorecard(payload: dict, out_dir: str | Path, root: str | Path = ".") -> tuple[Path, Path, list[dict]]:
+    from dfer.engine.checkpointing import write_text
+
+    records = score(payload, Path(root))
+    out_dir = Path(out_dir)
+    md, csv_path = out_dir / "claims.md", out_dir / "claims.csv"
+    write_text(md, render_markdown(records, payload.get("provenance") or {}))
+    write_text(csv_path, render_csv(records))
+    return md, csv_path, records
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dfer claims", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plan", required=True, help="the claims plan (results/plan/claims.json)")
+    ap.add_argument("--out", default="results/tables", help="output folder (default: results/tables)")
+    ap.add_argument("--root", default=".", help="project root the run folders are relative to")
+    args = ap.parse_args(argv)
+    plan = Path(args.plan)
+    if not plan.is_file():
+        raise ConfigError(f"{plan}: claims plan not found; run `snakemake claims` (it writes the plan)")
+    md, csv_path, records = write_scorecard(json.loads(plan.read_text()), args.out, args.root)
+    counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
+    from dfer.workflow.tracking import log_table
+
+    log_table("claims", csv_path, md, root=args.root, metrics={f"claims_{k}": v for k, v in counts.items()})
+    print(f"{md}: {counts['reproduced']} reproduced, {counts['inconclusive']} inconclusive, "
+          f"{counts['reversed']} reversed")
+    return 0

@@ -1,0 +1,86 @@
+"""The claims scorecard: every declared claim resolves to runs; verdicts follow a paired bootstrap over test
+items (reproduced / reversed only when the interval excludes 0)."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dfer.config import load_params
+from dfer.data.labels import classes
+from dfer.workflow.claims import claims_payload, load_claims, main as claims_main, score
+from dfer.workflow.plan import build_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = yaml.safe_load((ROOT / "workflow/tables.yaml").read_text())
+CLAIMS = load_claims(ROOT / "workflow/claims.yaml")
+
+
+@pytest.mark.parametrize("preset", ["synthetic", "paper"])
+def test_every_claim_resolves_to_runs_with_the_papers_direction(preset):
+    payload = claims_payload(build_plan(load_params(ROOT / "params.yaml", [f"preset={preset}"]), TABLES), CLAIMS)
+    assert len(payload["claims"]) >= 15
+    for c in payload["claims"]:
+        assert c["terms"] and all(t["runs"] for t in c["terms"]), c["id"]
+        paper = sum(t["sign"] * t["paper"] for t in c["terms"])
+        assert paper > 0, (c["id"], paper)  # each claim is stated in the paper's direction
+
+
+def _write_run(root: Path, run: dict, labels: np.ndarray, pred: np.ndarray) -> None:
+    folder = root / run["output_dir"]
+    folder.mkdir(parents=True, exist_ok=True)
+    names = classes(run["dataset"])
+    (folder / "eval.json").write_text(json.dumps({"classes": names}))
+    with open(folder / "predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "label", "pred"])
+        for i, (y, p) in enumerate(zip(labels, pred)):
+            w.writerow([f"{i:05d}", names[y], names[p]])
+
+
+def _claim_runs(payload: dict, claim_id: str):
+    claim = next(c for c in payload["claims"] if c["id"] == claim_id)
+    one = {"claims": [claim], "runs": payload["runs"], "provenance": payload["provenance"]}
+    better = [h for t in claim["terms"] if t["sign"] > 0 for h in t["runs"]]
+    worse = [h for t in claim["terms"] if t["sign"] < 0 for h in t["runs"]]
+    return one, better, worse
+
+
+@pytest.mark.parametrize("gap, verdict", [(0.25, "reproduced"), (-0.25, "reversed"), (0.0, "inconclusive")])
+def test_verdicts_follow_a_paired_bootstrap(tmp_path, gap, verdict):
+    """Two runs on the same 400-clip test set: one right on 50% + gap of the clips, the other on 50%."""
+    payload = claims_payload(build_plan(load_params(ROOT / "params.yaml"), TABLES), CLAIMS)
+    one, better, worse = _claim_runs(payload, "mcp_beats_no_fusion_dfer")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 400)
+    wrong = (labels + 1) % 7
+    # which clips each run gets right: independent draws, so an equal accuracy is not an identical prediction
+    for hashes, acc, u in ((better, 0.5 + gap, rng.random(400)), (worse, 0.5, rng.random(400))):
+        for h in hashes:
+            _write_run(tmp_path, payload["runs"][h], labels, np.where(u < acc, labels, wrong))
+    [rec] = score(one, tmp_path, replicates=500)
+    assert rec["verdict"] == verdict
+    assert rec["low"] <= rec["ours"] <= rec["high"]
+    if verdict == "inconclusive":
+        assert abs(rec["ours"]) < 6 and rec["low"] < 0 < rec["high"]
+    else:
+        assert rec["ours"] == pytest.approx(100 * gap, abs=6)
+
+
+def test_the_command_writes_the_scorecard(tmp_path, capsys):
+    payload = claims_payload(build_plan(load_params(ROOT / "params.yaml"), TABLES), CLAIMS)
+    one, better, worse = _claim_runs(payload, "s2d_beats_nr_dfernet")
+    rng = np.random.default_rng(1)
+    for h in better + worse:
+        labels = rng.integers(0, 7, 120)
+        _write_run(tmp_path, payload["runs"][h], labels, labels if h in better else rng.integers(0, 7, 120))
+    (tmp_path / "plan.json").write_text(json.dumps(one))
+    assert claims_main(["--plan", str(tmp_path / "plan.json"), "--out", str(tmp_path / "tables"),
+                        "--root", str(tmp_path)]) == 0
+    md = (tmp_path / "tables/claims.md").read_text()
+    assert "**1 reproduced, 0 inconclusive, 0 reversed.**" in md and "S2D beats NR-DFERNet" in md
+    row = next(csv.DictReader((tmp_path / "tables/claims.csv").open()))
+    assert row["verdict"] == "reproduced" and float(row["paper"]) == pytest.approx(61.82 - 54.21)
+    assert json.loads(row["per_fold"]).keys() == {"1", "2"}  # the synthetic preset's 2 folds
