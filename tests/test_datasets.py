@@ -77,17 +77,20 @@ def clips(tmp_path):
 
 # -------------------------------------------------------------------------------------- datasets
 def test_test_mode_expands_temporal_times_spatial_views(clips):
+    # Square frames (the official resize): the 2 spatial crops are the whole frame, identical, computed once.
     ds = VideoClipDataset(clips, num_frames=16, input_size=32, mode="test", test_views={"temporal": 2, "spatial": 2})
-    assert len(ds) == 8
+    assert len(ds) == 4 and ds.views_per_sample == 2
     items = [ds[i] for i in range(len(ds))]
-    assert [(it["index"], it["view"], it["label"]) for it in items] == \
-        [(0, v, 3) for v in range(4)] + [(1, v, 5) for v in range(4)]
+    assert [(it["index"], it["view"], it["label"]) for it in items] == [(0, 0, 3), (0, 1, 3), (1, 0, 5), (1, 1, 5)]
     assert all(it["video"].shape == (3, 16, 32, 32) and it["video"].dtype == torch.float32 for it in items)
     assert frame_ids(items[0]["video"]) == list(range(16))
-    assert frame_ids(items[2]["video"]) == list(range(4, 20))      # temporal view 1 ends at the last frame
-    assert frame_ids(items[6]["video"])[-1] == 29                  # the video: frames 14..29
-    assert torch.equal(items[0]["video"], items[1]["video"])       # square frames: spatial crops identical
+    assert frame_ids(items[1]["video"]) == list(range(4, 20))      # temporal view 1 ends at the last frame
+    assert frame_ids(items[3]["video"])[-1] == 29                  # the video: frames 14..29
     assert "lmk" not in items[0]
+    # Short-side resize keeps a long side: then the 2 crops differ and both are computed.
+    wide = VideoClipDataset(clips, num_frames=16, input_size=32, mode="test", resize="short_side",
+                            test_views={"temporal": 2, "spatial": 2})
+    assert len(wide) == 8 and wide.views_per_sample == 4
 
 
 def test_train_mode_one_random_clip_per_sample_with_consistent_augmentation(clips, tmp_path):
@@ -126,7 +129,7 @@ def test_feature_cache_supplies_lmk_at_the_sampled_frames(clips, tmp_path):
     np.save(cache / "00001.npy", feats)
     ds = VideoClipDataset(clips[:1], num_frames=16, input_size=32, mode="test", feature_cache=cache)
     assert ds.uses_feature_cache
-    lmk = ds[2]["lmk"]  # temporal view 1: frames 4..19
+    lmk = ds[1]["lmk"]  # temporal view 1: frames 4..19
     assert lmk.shape == (16, 4, 14, 14) and lmk.dtype == torch.float32
     assert lmk[:, 0, 0, 0].tolist() == list(range(4, 20))
     ds_video = VideoClipDataset(clips[1:], num_frames=16, input_size=32, mode="test", feature_cache=cache)
@@ -180,7 +183,7 @@ def test_run_dataset_reads_a_real_run_configs_data_section(tmp_path):
     data = method_run_config(params, "s2d", "DFEW", fold=1)["data"]  # the planner's data section of a real run
     assert data["root"] == str(root)
     ds = run_dataset({**data, "features": None}, "DFEW", "test", 1, mode="test")
-    assert isinstance(ds, VideoClipDataset) and len(ds) == 2 * 4 and ds.labels == [4, 1]
+    assert isinstance(ds, VideoClipDataset) and len(ds) == 2 * 2 and ds.labels == [4, 1]  # 2 temporal views
     small = {**data, "num_frames": 8, "input_size": 32, "test_views": {"temporal": 1, "spatial": 1},
              "frame_order": "lexicographic", "features": None}
     ds = run_dataset(small, "DFEW", "test", 1, mode="test", augment={"hflip": True})

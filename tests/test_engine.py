@@ -42,15 +42,16 @@ def test_train_with_landmarks_writes_outputs_and_evaluation_averages_view_softma
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1] and rows[0]["clips_per_s"] > 0 and np.isfinite(rows[0]["train_loss"])
     ev = json.loads((out / "eval.json").read_text())
-    assert ev["selection"] == "last" and ev["num_samples"] == 5 and ev["protocol"]["views_per_video"] == 4
+    # 2 temporal x 2 spatial views, the identical square crops computed once
+    assert ev["selection"] == "last" and ev["num_samples"] == 5 and ev["protocol"]["views_per_video"] == 2
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # predictions.csv = the mean of the 4 views' softmax, recomputed here view by view
+    # predictions.csv = the mean of each video's views' softmax, recomputed here view by view
     model = build_model(cfg, init=False)
     load_weights(model, out / "model.pt")
     ds = evaluation_dataset(cfg)
     views = predict_views(model, ds, torch.device("cpu"), 3, build_landmarks(cfg), show=False)
-    assert np.bincount(views.sample_index).tolist() == [4] * 5
+    assert np.bincount(views.sample_index).tolist() == [2] * 5
     with open(out / "predictions.csv") as f:
         table = list(csv.DictReader(f))
     classes = ev["classes"]

@@ -76,6 +76,11 @@ class VideoClipDataset(Dataset):
         views = {"temporal": 2, "spatial": 2, **(test_views or {})}
         self.n_temporal, self.n_spatial = (int(views["temporal"]), int(views["spatial"])) if mode == "test" \
             else (1, 1)
+        # After the official square resize every spatial crop is the whole frame: the crops are identical, so
+        # one is computed (the mean over identical views is the same number, at a fraction of the cost).
+        self.requested_spatial = self.n_spatial
+        if resize == "square":
+            self.n_spatial = 1
         self.augment = ClipAugment.from_dict(input_size, augment if mode == "train" else None)
         self.features = _FeatureCache(feature_cache) if feature_cache else None
 

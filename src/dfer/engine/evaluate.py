@@ -152,6 +152,7 @@ def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
         "checkpoint": str(checkpoint),
         "parameters": dict(zip(("total", "tunable"), count_parameters(model))),
         "protocol": {"views_per_video": res["views"], **cfg["data"]["test_views"],
+                     "identical_spatial_crops": "computed once (square resize: every crop is the whole frame)",
                      "aggregation": "mean of softmax over views"},
         **summary,
     }
