@@ -16,7 +16,7 @@ from dfer.data.synth.writers import WRITERS
 GENERATOR_VERSION = 1
 DATASETS = list(WRITERS)                      # directory names under --out
 SETTINGS_KEY = {"DFEW": "dfew", "MAFW": "mafw", "FERV39K": "ferv39k", "AffectNet": "affectnet",
-                "RAF-DB": "rafdb", "FERPlus": "ferplus"}
+                "RAF-DB": "rafdb", "FERPlus": "ferplus", "Generic": "generic"}
 
 # Defaults = the params.yaml `synth:` section (kept here so the API works without a params file).
 DEFAULTS: dict = {
@@ -34,6 +34,7 @@ DEFAULTS: dict = {
                   "face_width": [0.45, 0.75], "invalid_rows": 12, "label_noise": 0.08},
     "rafdb": {"images": 700, "size": 100, "test_fraction": 0.2, "label_noise": 0.08},
     "ferplus": {"images": 700, "nf_rows": 8, "label_noise": 0.08, "fer2013_label_noise": 0.2},
+    "generic": {"images": 1400, "size": [112, 160]},   # non-face scenes (MAE-ImageNet1K stand-in)
 }
 
 
