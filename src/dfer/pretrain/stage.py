@@ -19,7 +19,8 @@ step; AdamW (0.9, 0.95), weight decay 0.05. The effective batch is reached by gr
 Outputs (``--out``, default ``pretrain.out`` = ``results/pretrain/<NAME>``): ``model.pt``
 (``{"model": MAE state dict, "meta": {...}}``; loads with ``load_pretrained(model, path, format="mae")``),
 ``metrics.jsonl`` (one line per epoch), ``reconstructions.png`` (original / masked / reconstruction /
-reconstruction with the visible patches pasted back), ``done.json`` last. They are staged and moved in place
+reconstruction with the visible patches pasted back / normalised target and prediction of the masked
+patches), ``done.json`` last. They are staged and moved in place
 only when the run has finished. ``<out>/resume/checkpoint.pt`` is written atomically at every epoch end and on
 SIGTERM/SIGUSR1 (at the next optimizer step, exit status 75); running the same command again continues from it
 (bitwise on CPU with ``num_workers: 0``). A finished run with the same settings returns at once.
@@ -46,9 +47,10 @@ EXIT_PREEMPTED = 75
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_OUT = "results/pretrain/{init}"
 SETTINGS_DEFAULTS: dict = {
-    "model": "sfer_base_patch16_224", "decoder": None, "mask_ratio": 0.75, "norm_pix_loss": True,
+    "init": None, "model": "sfer_base_patch16_224", "decoder": None, "mask_ratio": 0.75, "norm_pix_loss": True,
     "epochs": 800, "warmup_epochs": 40, "batch_size": 64, "effective_batch": 4096, "blr": 1.5e-4, "min_lr": 0.0,
-    "weight_decay": 0.05, "betas": [0.9, 0.95], "augment": {"scale": [0.2, 1.0], "ratio": [0.75, 1.3333], "hflip": True},
+    "weight_decay": 0.05, "betas": [0.9, 0.95],
+    "augment": {"scale": [0.2, 1.0], "ratio": [0.75, 1.3333], "hflip": True},
     "amp": True, "amp_dtype": "bfloat16", "num_workers": 8, "max_images": None, "reconstructions": 6, "seed": None,
     "sources": [],
 }
@@ -120,7 +122,6 @@ def mae_kwargs(settings: dict) -> dict:
                       ("num_heads", "decoder_num_heads")):
         if dec.get(key) is not None:
             kw[name] = int(dec[key])
-    kw.update(settings.get("encoder") or {})  # shrunk encoders (tests): build the target with the same kwargs
     return kw
 
 
@@ -220,41 +221,56 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstructions(model, imgs: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, float]:
-    """Grid ``uint8 [rows*S, 4*S, 3]`` RGB: original | masked | reconstruction | reconstruction + visible, and
-    the MAE loss on these images. With ``norm_pix_loss`` the predicted (normalised) patches are shown with each
-    patch's own pixel mean/std, as the MAE visualisation does."""
+def reconstructions(model, imgs: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, list[str], float]:
+    """``(grid uint8 [rows*S, cols*S, 3] RGB, column titles, MAE loss on these images)``. Columns: original |
+    masked | reconstruction | reconstruction + visible; with ``norm_pix_loss`` the predicted (normalised) patches
+    are shown with each patch's own pixel mean/std (as MAE's visualisation), and two more columns show what the
+    loss compares on the masked patches: the per-patch normalised target and the prediction (0 = grey,
+    +-2 std = full range)."""
     model.eval()
     g = torch.Generator(device=imgs.device).manual_seed(seed)
     loss, pred, mask = model(imgs, generator=g)
     target = model.patchify(imgs)
+    rec_patches = pred
     if model.norm_pix_loss:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
-        pred = pred * (var + 1e-6) ** 0.5 + mean
-    rec = model.unpatchify(pred)
-    m = model.unpatchify(mask.unsqueeze(-1).expand_as(target))   # 1 on masked pixels
+        rec_patches = pred * (var + 1e-6) ** 0.5 + mean
+    rec = model.unpatchify(rec_patches)
+    keep = mask.unsqueeze(-1)
+    m = model.unpatchify(keep.expand_as(target))                  # 1 on masked pixels
     masked = imgs * (1 - m)                                       # normalised 0 = ImageNet mean grey
     pasted = imgs * (1 - m) + rec * m
-    rows = []
-    for i in range(imgs.shape[0]):
-        tiles = [_to_uint8(t[i]) for t in (imgs, masked, rec, pasted)]
-        rows.append(np.concatenate(tiles, axis=1))
-    return np.concatenate(rows, axis=0), float(loss)
+    columns = [(imgs, "original"), (masked, f"masked {model.mask_ratio:.0%}"), (rec, "reconstruction"),
+               (pasted, "rec. + visible")]
+    tiles = [[_to_uint8(t[i]) for t, _ in columns] for i in range(imgs.shape[0])]
+    if model.norm_pix_loss:
+        from dfer.pretrain.mae import normalize_patches
+
+        for patches, title in ((normalize_patches(target), "target (norm.)"), (pred, "prediction (norm.)")):
+            img = model.unpatchify(patches * keep)                # visible patches: 0 = grey
+            shown = ((0.5 + img / 4).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            for i in range(imgs.shape[0]):
+                tiles[i].append(shown[i])
+            columns.append((None, title))
+    grid = np.concatenate([np.concatenate(row, axis=1) for row in tiles], axis=0)
+    return grid, [title for _, title in columns], float(loss)
 
 
-def write_reconstructions(path: Path, grid: np.ndarray, loss: float, mask_ratio: float,
+def write_reconstructions(path: Path, grid: np.ndarray, titles: list[str], loss: float,
                           norm_pix: bool = True) -> None:
-    scale = max(1, int(math.ceil(96 / (grid.shape[1] / 4))))
+    cols = len(titles)
+    scale = max(1, int(math.ceil(96 / (grid.shape[1] / cols))))
     big = cv2.resize(grid, (grid.shape[1] * scale, grid.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
     header = np.full((22, big.shape[1], 3), 255, np.uint8)
-    w = big.shape[1] // 4
-    for j, title in enumerate(["original", f"masked {mask_ratio:.0%}", "reconstruction", "rec. + visible"]):
-        cv2.putText(header, title, (j * w + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    w = big.shape[1] // cols
+    for j, title in enumerate(titles):
+        cv2.putText(header, title, (j * w + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     footer = np.full((34, big.shape[1], 3), 255, np.uint8)
-    lines = [f"MAE loss on these images: {loss:.4f}"]
+    lines = [f"MAE loss on these images: {loss:.4f} (mean squared error of the masked normalised patches)"
+             if norm_pix else f"MAE loss on these images: {loss:.4f}"]
     if norm_pix:
-        lines.append("norm_pix_loss: predicted patches shown with their true mean/std")
+        lines.append("reconstruction: predicted normalised patches shown with their true mean/std")
     for i, text in enumerate(lines):
         cv2.putText(footer, text, (4, 13 + 15 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
     ok, buf = cv2.imencode(".png", np.concatenate([header, big, footer])[..., ::-1])
@@ -416,8 +432,8 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
     if k:
         view = MAEImages(samples[:k], cfg["img_size"], train=False)
         imgs = torch.stack([view[i]["video"] for i in range(k)]).to(dev)
-        grid, rec_loss = reconstructions(model, imgs, seed=int(settings["seed"] or 0))
-        write_reconstructions(stage / "reconstructions.png", grid, rec_loss, cfg["mask_ratio"], cfg["norm_pix_loss"])
+        grid, titles, rec_loss = reconstructions(model, imgs, seed=int(settings["seed"] or 0))
+        write_reconstructions(stage / "reconstructions.png", grid, titles, rec_loss, cfg["norm_pix_loss"])
     meta = {"format": "mae", "init": settings["init"], "target_model": settings["model"], "mae_config": cfg,
             "settings": settings, "settings_hash": h, "epochs": int(settings["epochs"]), "images": len(samples),
             "final_loss": history[-1]["loss"] if history else None, "seconds": round(seconds, 1),
