@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "align": ("dfer.align.stage", "detect, crop and align faces; write aligned frames and a per-clip report"),
     "train-landmarks": ("dfer.landmarks.train", "train a landmark network on ground-truth landmarks; report ION"),
     "extract-features": ("dfer.landmarks.features", "compute and cache landmark-aware features per frame"),
+    "pretrain-mae": ("dfer.pretrain.stage", "MAE pre-training of the ViT encoder (an init of model.inits)"),
     "train": ("dfer.engine.train", "train one run (SFER or DFER) from a resolved run config"),
     "evaluate": ("dfer.engine.evaluate", "test a checkpoint with the paper's protocol (UAR, WAR, confusion)"),
     "predict": ("dfer.engine.predict", "expression probabilities for your own video file"),

@@ -216,6 +216,23 @@ _BASE = dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
 _TINY = dict(img_size=112, patch_size=16, embed_dim=96, depth=4, num_heads=4, mlp_ratio=4.0, adapter_heads=4)
 _IMAGE = dict(num_frames=1, adapter="none")
 
+# The constructor config of every registered S2D/SFER model. MAE pre-training
+# (``dfer.pretrain.mae.mae_for(name)``) builds its encoder from the same entry, so the pre-trained weights
+# always fit the model they initialise.
+ARCHITECTURES: dict[str, dict] = {
+    "s2d_base_patch16_224": _BASE,
+    "s2d_tiny": _TINY,
+    "sfer_base_patch16_224": {**_BASE, **_IMAGE},
+    "sfer_tiny": {**_TINY, **_IMAGE},
+}
+
+
+def architecture(name: str) -> dict:
+    """A copy of the constructor config of the registered S2D/SFER model ``name``."""
+    if name not in ARCHITECTURES:
+        raise KeyError(f"no S2D/SFER architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    return dict(ARCHITECTURES[name])
+
 
 def _create(cfg: dict, pretrained: str | None = None, pretrained_format: str = "official_s2d", **kwargs):
     model = S2DVisionTransformer(**{**cfg, **kwargs})
@@ -229,22 +246,22 @@ def _create(cfg: dict, pretrained: str | None = None, pretrained_format: str = "
 @register_model
 def s2d_base_patch16_224(pretrained: str | None = None, **kwargs) -> S2DVisionTransformer:
     """Official S2D: ViT-B/16 + MCP + TMA, 16 frames, MobileFaceNet landmark features (128 ch)."""
-    return _create(_BASE, pretrained, **kwargs)
+    return _create(ARCHITECTURES["s2d_base_patch16_224"], pretrained, **kwargs)
 
 
 @register_model
 def s2d_tiny(pretrained: str | None = None, **kwargs) -> S2DVisionTransformer:
     """Tiny S2D for CPU runs: 112 px, patch 16 (7x7 tokens), dim 96, depth 4, 4 heads."""
-    return _create(_TINY, pretrained, **kwargs)
+    return _create(ARCHITECTURES["s2d_tiny"], pretrained, **kwargs)
 
 
 @register_model
 def sfer_base_patch16_224(pretrained: str | None = None, **kwargs) -> S2DVisionTransformer:
     """SFER image model "S2D w/o TMA": ViT-B/16 + MCP, T=1."""
-    return _create({**_BASE, **_IMAGE}, pretrained, **kwargs)
+    return _create(ARCHITECTURES["sfer_base_patch16_224"], pretrained, **kwargs)
 
 
 @register_model
 def sfer_tiny(pretrained: str | None = None, **kwargs) -> S2DVisionTransformer:
     """Tiny SFER image model (112 px, T=1)."""
-    return _create({**_TINY, **_IMAGE}, pretrained, **kwargs)
+    return _create(ARCHITECTURES["sfer_tiny"], pretrained, **kwargs)

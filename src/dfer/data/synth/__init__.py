@@ -7,7 +7,8 @@ Public API:
 - ``render_clip(rng, emotion, n, size, framing, diff, ...) -> Rendered``: one clip with dynamics;
 - ``CATALOGUE`` / ``EMOTION_DYNAMICS``: the expression catalogue and temporal profiles.
 Design notes: ``expressions`` (what each paper component can find), ``faces`` (shape model, renderer),
-``clips`` (framing, nuisance), ``writers`` (layouts and annotation formats).
+``clips`` (framing, nuisance), ``writers`` (layouts and annotation formats), ``generic`` (non-face scenes:
+the ``Generic`` image set that stands in for ImageNet in MAE pre-training).
 """
 from dfer.data.synth.clips import DIFFICULTY, Rendered, difficulty, render_clip
 from dfer.data.synth.expressions import CATALOGUE, EMOTION_DYNAMICS

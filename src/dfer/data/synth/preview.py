@@ -28,6 +28,8 @@ def _frames(root: Path, dataset: str, item_id: str, gt: dict) -> list[np.ndarray
         return [cv2.imread(str(root / "Manually_Annotated_Images" / item_id))[..., ::-1]]
     if dataset == "RAF-DB":
         return [cv2.imread(str(root / "basic" / "Image" / "aligned" / f"{item_id}_aligned.jpg"))[..., ::-1]]
+    if dataset == "Generic":
+        return [cv2.imread(str(root / "images" / f"{item_id}.jpg"))[..., ::-1]]
     raise KeyError(dataset)
 
 
@@ -64,7 +66,7 @@ def write_preview(root: Path, dataset: str, rows: int = 6, cols: int = 8) -> Pat
             frames = _frames(root, dataset, item_id, gt)
         boxes = gt.get("boxes") or [gt.get("box")]
         lms = gt.get("landmarks") if "boxes" in gt else [gt.get("landmarks")]
-        text = f"{gt.get('label')}/{gt.get('true_label')}"
+        text = gt["background"] if dataset == "Generic" else f"{gt.get('label')}/{gt.get('true_label')}"
         if "dynamics" in gt:
             text += f" {gt['dynamics']}"
         picks = np.linspace(0, len(frames) - 1, cols).round().astype(int) if len(frames) > 1 else [0]

@@ -462,5 +462,7 @@ def _votes(rng: np.random.Generator, true: str, noise: float) -> np.ndarray:
     return votes
 
 
+from dfer.data.synth.generic import write_generic  # noqa: E402  (non-face images, see generic.py)
+
 WRITERS = {"DFEW": write_dfew, "MAFW": write_mafw, "FERV39K": write_ferv39k, "AffectNet": write_affectnet,
-           "RAF-DB": write_rafdb, "FERPlus": write_ferplus}
+           "RAF-DB": write_rafdb, "FERPlus": write_ferplus, "Generic": write_generic}
