@@ -3,29 +3,35 @@
 
 rule train_detector:
     input:
-        data=SYNTH_DIR,
-        params=stage_file("train_detector"),
+        SYNTH_DIR,
     output:
-        "results/align/detector/model.pt",
+        model="results/align/detector/model.pt",
+        params="results/config/train_detector.yaml",
+    params:
+        settings=lambda wildcards: stage_settings("train_detector"),
     log:
         "results/logs/align/train_detector.log",
     message:
         "Training the face detector"
     shell:
-        "dfer train-detector --params {input.params} --out {output} > {log} 2>&1"
+        "printf '%s' {params.settings:q} > {output.params} && "
+        "dfer train-detector --params {output.params} --out {output.model} > {log} 2>&1"
 
 
 rule align:
     input:
         data=lambda wildcards: data_ready(wildcards.dataset),
         detector=detector_weights(),
-        params=stage_file("align"),
     output:
-        directory("results/align/{dataset}"),
+        frames=directory("results/align/{dataset}"),
+        params="results/config/align/{dataset}.yaml",
+    params:
+        settings=lambda wildcards: stage_settings("align"),
     log:
         "results/logs/align/{dataset}.log",
     message:
         "Detecting, cropping and aligning faces of {wildcards.dataset}"
     shell:
-        "dfer align --params {input.params} --dataset {wildcards.dataset} --detector {input.detector} "
-        "--out {output} > {log} 2>&1"
+        "printf '%s' {params.settings:q} > {output.params} && "
+        "dfer align --params {output.params} --dataset {wildcards.dataset} --detector {input.detector} "
+        "--out {output.frames} > {log} 2>&1"

@@ -6,10 +6,14 @@ import re
 import sys
 from pathlib import Path
 
-from dfer.config import config_hash, preset_notice, resolve, stage_params, write_stage_params
+import json
+
+import yaml
+
+from dfer.config import config_hash, preset_notice, resolve, stage_params
 from dfer.workflow.claims import claims_payload, load_claims
 from dfer.workflow.restore import settle_restored_outputs
-from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_alignment, write_json, write_run_config
+from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_alignment, run_config_text
 
 # Outputs restored by `dvc pull` / `dvc checkout` carry fresh timestamps in random order: when DVC vouches
 # they are what this pipeline makes, mark them up to date first (src/dfer/workflow/restore.py). Only in the
@@ -19,8 +23,11 @@ if workflow.is_main_process:
 
 # `config` is params.yaml (configfile) with --config overrides merged in; resolve() applies the preset, then
 # the overrides again (they win over the preset), and validates against workflow/schemas/params.schema.yaml.
-# This is the only place the preset is resolved: jobs read their stage's file (results/config/<stage>.yaml,
-# rule stage_params) or their run config, never params.yaml.
+# This is the only place the preset is resolved. Every job gets the settings it runs with as a `params` entry
+# (so a change re-runs exactly the jobs it touches), writes them to a file among its outputs and reads that:
+# a run's config.yaml, a stage's results/config/<rule>/<job>.yaml, a table's results/plan/<table>.json. No job
+# reads params.yaml. (A job per settings file would cost a Snakemake process each, and a shared settings job
+# read as ancient() would make Snakemake drop the readers' own reasons to run when it re-runs.)
 PARAMS = resolve(config, workflow.config_settings.overwrite_config)
 if workflow.is_main_process:
     print(preset_notice(PARAMS), file=sys.stderr)
@@ -74,9 +81,7 @@ def frames_of(dataset):
     return [f"results/align/{dataset}"] if needs_alignment(PARAMS, dataset) else []
 
 
-# The params sections each stage command reads, written once per stage by rule stage_params. The file is a
-# plain (non-ancient) input of the stage's jobs: when a section changes, stage_params re-runs (params
-# trigger) and so does every job of that stage.
+# The params sections each stage command reads (the job writes them to its settings file and passes it).
 STAGE_SECTIONS = {
     "synth": ["seed", "synth"],
     "check_data": ["data"],
@@ -87,16 +92,21 @@ STAGE_SECTIONS = {
 }
 
 
-def stage_file(stage):
-    return f"results/config/{stage}.yaml"
+def stage_settings(stage):
+    """A stage's resolved sections as the YAML text of a stage file (`dfer COMMAND --params FILE`)."""
+    return yaml.safe_dump(stage_params(PARAMS, STAGE_SECTIONS[stage]), sort_keys=False)
+
+
+def as_json(payload):
+    """A table / figure / claims plan as compact JSON (a rule param, written by the job that renders it)."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=False)
 
 
 def run_inputs(wildcards):
-    """Everything a run needs before it starts: config, data, landmark features, upstream checkpoint."""
+    """Everything a run needs before it starts: data, landmark features, the upstream checkpoint."""
     cfg = RUNS[wildcards.hash].config
     datasets = [cfg["dataset"], *cfg["eval_datasets"]]
-    inputs = {"config": ancient(f"results/runs/{wildcards.hash}/config.yaml"),
-              "data": sorted({data_ready(d) for d in datasets}),
+    inputs = {"data": sorted({data_ready(d) for d in datasets}),
               "frames": sorted({f for d in datasets for f in frames_of(d)})}
     init = cfg["model"]["init"]
     if init and init.startswith("results/"):
@@ -119,8 +129,7 @@ def feature_inputs(wildcards):
 
 def table_inputs(wildcards):
     hashes = PLAN.table_runs(wildcards.table)
-    inputs = {"plan": f"results/plan/{wildcards.table}.json",
-              "evals": [f"results/runs/{h}/eval.json" for h in hashes]}
+    inputs = {"evals": [f"results/runs/{h}/eval.json" for h in hashes]}
     backbones = sorted({c.backbone for c in PLAN.cells[wildcards.table] if c.backbone})
     inputs["reports"] = [f"results/landmarks/{b}/report.json" for b in backbones
                          if b in TRAINED_LANDMARK_NETS or (b in CONFIGURED_LANDMARK_NETS and ION_DATASETS)]

@@ -1,13 +1,16 @@
-# Landmark-aware features: train a landmark network where no weights are configured, then cache features.
+# Landmark-aware features: train a landmark network where no weights are configured (or measure configured
+# weights' ION on a landmark test set), then cache features.
 
 
 rule train_landmarks:
     input:
-        data=SYNTH_DIR,
-        params=stage_file("train_landmarks"),
+        SYNTH_DIR,
     output:
         model="results/landmarks/{backbone}/model.pt",
         report="results/landmarks/{backbone}/report.json",
+        params="results/config/train_landmarks/{backbone}.yaml",
+    params:
+        settings=lambda wildcards: stage_settings("train_landmarks"),
     wildcard_constraints:
         backbone="|".join(TRAINED_LANDMARK_NETS) or "NONE",
     log:
@@ -15,7 +18,8 @@ rule train_landmarks:
     message:
         "Training the {wildcards.backbone} landmark network"
     shell:
-        "dfer train-landmarks --params {input.params} --backbone {wildcards.backbone} "
+        "printf '%s' {params.settings:q} > {output.params} && "
+        "dfer train-landmarks --params {output.params} --backbone {wildcards.backbone} "
         "--out results/landmarks/{wildcards.backbone} > {log} 2>&1"
 
 
@@ -23,9 +27,11 @@ rule measure_landmarks:
     input:
         data=[data_ready(d) for d in ION_DATASETS],
         weights=lambda wildcards: landmark_weights(PARAMS, wildcards.backbone),
-        params=stage_file("train_landmarks"),
     output:
         report="results/landmarks/{backbone}/report.json",
+        params="results/config/measure_landmarks/{backbone}.yaml",
+    params:
+        settings=lambda wildcards: stage_settings("train_landmarks"),
     wildcard_constraints:
         backbone="|".join(CONFIGURED_LANDMARK_NETS) or "NONE",
     log:
@@ -33,22 +39,25 @@ rule measure_landmarks:
     message:
         "Measuring the ION of the configured {wildcards.backbone} weights on {ION_DATASETS}"
     shell:
-        "dfer train-landmarks --params {input.params} --backbone {wildcards.backbone} --weights {input.weights} "
+        "printf '%s' {params.settings:q} > {output.params} && "
+        "dfer train-landmarks --params {output.params} --backbone {wildcards.backbone} --weights {input.weights} "
         "--epochs 0 --datasets {ION_DATASETS} --out results/landmarks/{wildcards.backbone} > {log} 2>&1"
 
 
 rule extract_features:
     input:
         unpack(feature_inputs),
-        params=stage_file("extract_features"),
     output:
-        directory("results/features/{dataset}/{backbone}"),
+        cache=directory("results/features/{dataset}/{backbone}"),
+        params="results/config/extract_features/{dataset}/{backbone}.yaml",
     params:
         weights=lambda wildcards: landmark_weights(PARAMS, wildcards.backbone),
+        settings=lambda wildcards: stage_settings("extract_features"),
     log:
         "results/logs/features/{dataset}/{backbone}.log",
     message:
         "Caching {wildcards.backbone} landmark-aware features of {wildcards.dataset}"
     shell:
-        "dfer extract-features --params {input.params} --dataset {wildcards.dataset} "
-        "--backbone {wildcards.backbone} --weights {params.weights} --out {output} > {log} 2>&1"
+        "printf '%s' {params.settings:q} > {output.params} && "
+        "dfer extract-features --params {output.params} --dataset {wildcards.dataset} "
+        "--backbone {wildcards.backbone} --weights {params.weights} --out {output.cache} > {log} 2>&1"

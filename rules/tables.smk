@@ -1,31 +1,24 @@
-# Tables: each table's plan (cells -> runs) is written as JSON, then rendered from the runs' eval.json.
-
-
-rule table_plan:
-    output:
-        "results/plan/{table}.json",
-    params:
-        digest=lambda wildcards: PLAN.digest(wildcards.table),
-    log:
-        "results/logs/plan/{table}.log",
-    localrule: True
-    run:
-        write_json(output[0], PLAN.table_payload(wildcards.table))
+# Tables and the claims scorecard: each job writes its plan (cells -> runs, resolved by the planner) to
+# results/plan/ and renders it from the runs' eval.json; it also files its runs under its MLflow parent run.
 
 
 rule table:
     input:
         unpack(table_inputs),
     output:
+        plan="results/plan/{table}.json",
         md="results/tables/{table}.md",
         csv="results/tables/{table}.csv",
         tex="results/tables/{table}.tex",
+    params:
+        plan=lambda wildcards: as_json(PLAN.table_payload(wildcards.table)),
     log:
         "results/logs/tables/{table}.log",
     message:
         "Rendering {wildcards.table}"
     shell:
-        "dfer table {wildcards.table} --plan {input.plan} --out results/tables > {log} 2>&1"
+        "printf '%s' {params.plan:q} > {output.plan} && "
+        "dfer table {wildcards.table} --plan {output.plan} --out results/tables > {log} 2>&1"
 
 
 for _table in TABLES:
@@ -38,32 +31,22 @@ for _table in TABLES:
         localrule: True
 
 
-rule claims_plan:
-    output:
-        "results/plan/claims.json",
-    params:
-        digest=config_hash(CLAIMS),
-    log:
-        "results/logs/plan/claims.log",
-    localrule: True
-    run:
-        write_json(output[0], CLAIMS)
-
-
 rule claims:
     input:
-        plan="results/plan/claims.json",
         evals=sorted({f"{r['output_dir']}/eval.json" for r in CLAIMS["runs"].values()}),
-        tracking=ancient("results/mlflow/parents.json"),
     output:
+        plan="results/plan/claims.json",
         md="results/tables/claims.md",
         csv="results/tables/claims.csv",
+    params:
+        plan=lambda wildcards: as_json(CLAIMS),
     log:
         "results/logs/tables/claims.log",
     message:
         "Scoring the paper's claims on the runs"
     shell:
-        "dfer claims --plan {input.plan} --out results/tables > {log} 2>&1"
+        "printf '%s' {params.plan:q} > {output.plan} && dfer claims --plan {output.plan} --out results/tables "
+        "> {log} 2>&1"
 
 
 # Every table of the paper, the claims scorecard and the figures it draws from runs: what a reproduction is.

@@ -42,7 +42,7 @@ def _write_run(root: Path, run: dict, labels: np.ndarray, pred: np.ndarray) -> N
 
 def _claim_runs(payload: dict, claim_id: str):
     claim = next(c for c in payload["claims"] if c["id"] == claim_id)
-    one = {"claims": [claim], "runs": payload["runs"], "provenance": payload["provenance"]}
+    one = {**payload, "claims": [claim]}
     better = [h for t in claim["terms"] if t["sign"] > 0 for h in t["runs"]]
     worse = [h for t in claim["terms"] if t["sign"] < 0 for h in t["runs"]]
     return one, better, worse

@@ -1,5 +1,6 @@
 """Planner: dedup of shared cells, `dfer plan` counts, hash stability/sensitivity, Snakemake dry-run."""
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -123,9 +124,9 @@ def test_snakemake_dry_run_lists_the_expected_jobs(tmp_path):
     assert evaluated <= trained
     assert int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(trained)
     assert "evaluate" not in counts and "run_config" not in counts
-    assert int(counts["plan_runs"]) == 1
     assert int(counts["table"]) == len(tables) == 10
-    assert int(counts["synth"]) == 1 and int(counts["mlflow_init"]) == 1
+    assert int(counts["synth"]) == 1 and int(counts["claims"]) == 1
+    assert not {"plan_runs", "table_plan", "stage_params", "mlflow_init"} & set(counts)  # jobs write their own settings
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
 
 
@@ -164,13 +165,21 @@ def test_paper_preset_plans_only_the_papers_settings(tmp_path):
     """`--config preset=paper` reaches every job: run configs and stage files hold the paper's data roots,
     ViT-B models and the official recipes; nothing synthetic is planned."""
     proj = _project(tmp_path)
-    _snakemake(proj, "-c1", "results/plan/runs.json", "results/config/check_data.yaml", "--config", "preset=paper")
-    configs = sorted((proj / "results/runs").glob("*/config.yaml"))
+    dry = _snakemake(proj, "-n", "-p", "all_tables", "--config", "preset=paper")
     plan = make_plan(["preset=paper"])
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M))
+    assert counts["check_data"] == "7" and int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(plan.runs)
+    assert not {"synth", "train_landmarks", "train_detector", "align", "extract_features"} & set(counts), counts
+    # Every job writes the settings it runs with (printf '%s' SETTINGS > FILE && dfer ...): read them back.
+    written = {}
+    for command in re.findall(r"^Shell command: (printf .*?)(?=\n\n|\nJob \d|\n\[|\Z)", dry.stdout, re.M | re.S):
+        words = shlex.split(command)
+        written[words[words.index(">") + 1]] = words[2]
+    configs = {path: text for path, text in written.items() if path.endswith("config.yaml")}
     assert len(configs) == len(plan.runs) > 80
+    assert len([p for p in written if p.startswith("results/config/check_data/")]) == 7
     by_name = {}
-    for path in configs:
-        text = path.read_text()
+    for path, text in configs.items():
         assert "results/synth" not in text and "_tiny" not in text, path
         cfg = yaml.safe_load(text)
         by_name[cfg["name"]] = cfg
@@ -193,13 +202,11 @@ def test_paper_preset_plans_only_the_papers_settings(tmp_path):
         (32, 5.0e-4, 256, 0.65, 0.1)
     small = next(c for n, c in by_name.items() if n.startswith("sfer/AffectNet-7+count="))
     assert small["data"]["subset"] == {"count": 12271, "seed": 0}
-    stage = yaml.safe_load((proj / "results/config/check_data.yaml").read_text())
-    assert stage["resolved"]["preset"] == "paper"
-    assert all(not e["root"].startswith("results/") for e in stage["params"]["data"]["datasets"].values())
-    dry = _snakemake(proj, "-n", "all_tables", "--config", "preset=paper")
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M))
-    assert counts["check_data"] == "7" and int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(plan.runs)
-    assert not {"synth", "train_landmarks", "train_detector", "align", "extract_features"} & set(counts), counts
+    for path, text in written.items():
+        if path.startswith("results/config/"):
+            stage = yaml.safe_load(text)
+            assert stage["resolved"]["preset"] == "paper", path
+            assert all(not e["root"].startswith("results/") for e in stage["params"]["data"]["datasets"].values())
     # A job of the paper preset runs on a (tiny) real-layout dataset with the stage file Snakemake wrote.
     from engine_helpers import write_dfew
 
@@ -207,6 +214,8 @@ def test_paper_preset_plans_only_the_papers_settings(tmp_path):
     _snakemake(proj, "-c1", "results/data_check/DFEW.txt", "--config", "preset=paper",
                "data={datasets: {DFEW: {folds: [1]}}}")
     assert "DFEW: ok" in (proj / "results/data_check/DFEW.txt").read_text()
+    job = yaml.safe_load((proj / "results/config/check_data/DFEW.yaml").read_text())
+    assert job["params"]["data"]["datasets"]["DFEW"]["folds"] == [1]  # the override reached the job's settings
 
 
 def test_a_config_override_reaches_the_stage_command(tmp_path):
@@ -226,4 +235,4 @@ def test_a_config_override_reaches_the_stage_command(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
     other = _snakemake(proj, "-n", "results/synth", "--config", "synth={scale: 0.06, datasets: [RAF-DB]}")
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", other.stdout, re.M))
-    assert counts.get("stage_params") == "1" and counts.get("synth") == "1"
+    assert counts == {"synth": "1", "total": "1"}  # only the stage whose settings changed

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dfer.workflow.plan import run_hash, write_json
-from dfer.workflow.tracking import HASH_TAG, Tracker, TrackingWarning, init_tracking
+from dfer.engine.runconfig import run_hash
+from dfer.workflow.tracking import HASH_TAG, Tracker, TrackingWarning, file_table
 
 CFG = {"name": "s2d/DFEW/fold1", "task": "dfer", "method": "s2d", "dataset": "DFEW", "fold": 1,
        "data": {"root": "data/DFEW"}, "model": {"name": "s2d_tiny", "kwargs": {"fusion": "mcp"}},
@@ -24,14 +24,8 @@ def test_params_metrics_artifacts_tags_and_parent(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data/DFEW.dvc").write_text("outs:\n- md5: abc123.dir\n  path: DFEW\n")
     h = run_hash(CFG)
-    write_json(tmp_path / "results/plan/runs.json", {h: {"tables": ["table_2", "table_7"]}})
     mcfg = {"tracking_uri": "sqlite:///results/mlflow/mlflow.db", "artifact_location": "results/mlflow/art",
             "experiment": "dfer-test"}
-    parents = init_tracking({"table_2": "T2", "table_7": "T7"}, tmp_path / "results/mlflow/parents.json",
-                            mcfg, tmp_path)
-    assert set(parents["parents"]) == {"table_2", "table_7"}
-    assert parents["tracking_uri"] == f"sqlite:///{tmp_path / 'results/mlflow/mlflow.db'}"
-
     with Tracker.from_config(CFG, mlflow_cfg=mcfg, root=tmp_path) as tr:
         tr.log_params()
         tr.log_epoch({"train_loss": 1.5, "val_uar": 0.3}, 0)
@@ -45,7 +39,16 @@ def test_params_metrics_artifacts_tags_and_parent(tmp_path, monkeypatch):
         te.log_eval(ev, png)
     assert te.run_id == tr.run_id and te.enabled
 
-    client = MlflowClient(tracking_uri=parents["tracking_uri"])
+    # The table jobs file the run under its first table's parent run and tag every table it serves.
+    md = tmp_path / "table_2.md"
+    md.write_text("| table |")
+    runs = {h: {"tables": ["table_2", "table_7"]}}
+    parent = file_table("table_2", "T2", runs, mcfg, [md], root=tmp_path)
+    again = file_table("table_2", "T2", runs, mcfg, [md], root=tmp_path)
+    other = file_table("table_7", "T7", runs, mcfg, [], metrics={"cells": 3}, root=tmp_path)
+    assert parent == again and other not in (None, parent)  # one parent per table, found again
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results/mlflow/mlflow.db'}")
     run = client.get_run(tr.run_id)
     assert run.data.params["train.lr"] == "0.001" and run.data.params["model.kwargs.fusion"] == "mcp"
     assert [m.value for m in client.get_metric_history(tr.run_id, "train_loss")] == [1.5, 0.9]
@@ -55,7 +58,9 @@ def test_params_metrics_artifacts_tags_and_parent(tmp_path, monkeypatch):
     assert tags[HASH_TAG] == h and tags["dfer.tables"] == "table_2,table_7"
     assert tags["slurm.job_id"] == "4242" and tags["dvc.data.md5"] == "abc123.dir"
     assert "mlflow.source.git.commit" in tags
-    assert tags["mlflow.parentRunId"] == parents["parents"]["table_2"]
+    assert tags["mlflow.parentRunId"] == parent                      # the first table it serves
+    assert "table_2.md" in {a.path for a in client.list_artifacts(parent)}
+    assert client.get_run(other).data.metrics["cells"] == 3
     arts = {a.path for a in client.list_artifacts(tr.run_id)}
     assert {"config.yaml", "eval.json", "confusion.png"} <= arts
     assert run.info.status == "FINISHED"
@@ -71,10 +76,9 @@ def test_unreachable_tracking_server_warns_and_training_goes_on(tmp_path, monkey
             for epoch in range(3):
                 tr.log_epoch({"loss": 1.0 / (epoch + 1)}, epoch)
             tr.log_eval({"uar": 0.5, "war": 0.5})
-        init_tracking({"table_1": "T1"}, tmp_path / "parents.json", CFG["tracking"], root=tmp_path)
+        assert file_table("table_1", "T1", {}, CFG["tracking"], [], root=tmp_path) is None
     assert not tr.enabled and tr.run_id is None
     assert any(issubclass(w.category, TrackingWarning) and "unreachable" in str(w.message) for w in caught)
-    assert json.loads((tmp_path / "parents.json").read_text())["parents"] == {}
     assert time.time() - t0 < 20
 
 

@@ -6,8 +6,8 @@ resolved config is, lowest to highest precedence: the base <- the chosen preset 
 (``snakemake --config``, ``dfer ... --set KEY=VALUE``), validated against
 ``workflow/schemas/params.schema.yaml`` (every key required, unknown keys rejected).
 
-Inside the workflow no job resolves a preset itself: Snakemake resolves once and writes each stage's
-sections to ``results/config/<stage>.yaml`` (a *stage file*), which the stage command reads with
+Inside the workflow no job resolves a preset itself: Snakemake resolves once, and each stage job writes the
+sections it needs (``stage_params``) to its *stage file* under ``results/config/`` and passes it with
 ``--params``. ``load_params`` reads both kinds of file; the result remembers where each value came from
 (``Params.origin``), so ``dfer params --sources`` shows it and errors can say that a preset replaced a value.
 """
@@ -247,18 +247,6 @@ def stage_params(cfg: Params, sections: list[str]) -> dict:
                              "not_from_params_yaml": {k: v for k, v in origin.items() if inside(k) and v != "params.yaml"},
                              "replaced": {k: v for k, v in replaced.items() if inside(k)}},
             "params": {s: copy.deepcopy(cfg[s]) for s in sections}}
-
-
-def write_stage_params(cfg: Params, sections: list[str], path: str | os.PathLike, stage: str) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(f"# The resolved params of stage `{stage}`, written by the workflow (rule stage_params) from\n"
-                   "# params.yaml, the preset and --config overrides. `dfer COMMAND --params THIS_FILE` reads it\n"
-                   "# as it is. Edit params.yaml, not this file.\n"
-                   + yaml.safe_dump(stage_params(cfg, sections), sort_keys=False))
-    tmp.replace(p)
-    return p
 
 
 def read_stage_params(doc: dict, path: Path) -> Params:

@@ -75,9 +75,9 @@ def claims_payload(plan, claims: list[dict]) -> dict:
                 for h in cell.runs:
                     r = plan.runs[h]
                     runs[h] = {"output_dir": r.output_dir, "dataset": r.config["dataset"], "fold": r.config["fold"],
-                               "name": r.name}
+                               "name": r.name, "tables": r.tables}
         out.append({"id": claim["id"], "says": claim.get("says", ""), "table": table, "terms": terms})
-    return {"claims": out, "runs": runs, "provenance": plan.provenance}
+    return {"claims": out, "runs": runs, "provenance": plan.provenance, "tracking": plan.tracking}
 
 
 def _find_cell(plan, claim: dict, term: dict):
@@ -258,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"{plan}: claims plan not found; run `snakemake claims` (it writes the plan)")
     md, csv_path, records = write_scorecard(json.loads(plan.read_text()), args.out, args.root)
     counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
-    from dfer.workflow.tracking import log_table
+    from dfer.workflow.tracking import file_table
 
-    log_table("claims", csv_path, md, root=args.root, metrics={f"claims_{k}": v for k, v in counts.items()})
+    payload = json.loads(plan.read_text())
+    file_table("claims", "The paper's claims scored on these runs", {}, payload["tracking"], [md, csv_path],
+               {f"claims_{k}": v for k, v in counts.items()}, root=args.root)
     print(f"{md}: {counts['reproduced']} reproduced, {counts['inconclusive']} inconclusive, "
           f"{counts['reversed']} reversed")
     return 0

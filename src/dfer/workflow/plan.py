@@ -70,6 +70,7 @@ class Plan:
     provenance: dict = field(default_factory=dict)   # preset, synthetic?, dataset roots
     kinds: dict = field(default_factory=dict)        # figure id -> kind
     spread: str = "std"
+    tracking: dict = field(default_factory=dict)     # params.yaml mlflow (the table jobs file their runs there)
 
     def table_runs(self, table: str) -> list[str]:
         return sorted({h for c in self.cells[table] for h in c.runs})
@@ -98,8 +99,10 @@ class Plan:
             "note": self.notes.get(table, ""),
             "cells": [c.__dict__ for c in self.cells[table]],
             "runs": {h: {"name": self.runs[h].name, "output_dir": self.runs[h].output_dir,
-                         "dataset": self.runs[h].config["dataset"], "fold": self.runs[h].config.get("fold")}
+                         "dataset": self.runs[h].config["dataset"], "fold": self.runs[h].config["fold"],
+                         "tables": self.runs[h].tables}
                      for h in self.table_runs(table)},
+            "tracking": self.tracking,
             "provenance": self._provenance(table),
             "spread": self.spread,
             **({"kind": self.kinds[table]} if table in self.kinds else {}),
@@ -114,7 +117,7 @@ class Plan:
                 if roots else self.provenance.get("synthetic", False)}
 
     def runs_payload(self) -> dict:
-        """hash -> name, tables, upstream: read by the tracker to tag runs with their table memberships."""
+        """hash -> name, tables, cells, upstream (`dfer plan --json`)."""
         return {h: {"name": r.name, "tables": r.tables, "cells": len(r.cells), "upstream": r.upstream}
                 for h, r in sorted(self.runs.items())}
 
@@ -387,7 +390,7 @@ def build_plan(params: dict, tables: dict) -> Plan:
             "synthetic": all(r.startswith("results/synth") for r in roots.values())}
     spread = params["tables"]["spread"]
     return Plan(runs=planner.runs, cells=cells, titles=titles, notes=notes, provenance=prov, spread=spread,
-                kinds=kinds)
+                kinds=kinds, tracking=params["mlflow"])
 
 
 def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spec: dict,
@@ -435,13 +438,18 @@ def write_json(path: str | Path, payload: Any) -> None:
     tmp.replace(p)
 
 
+def run_config_text(run: Run) -> str:
+    """A run's config.yaml: the resolved config (workflow/schemas/run.schema.yaml) under a one-line header. Its
+    content is fixed by the hash that names its folder."""
+    return (f"# planned by `dfer plan`: run {run.name}, config_hash {run.hash}\n"
+            + yaml.safe_dump(run.config, sort_keys=False))
+
+
 def write_run_config(run: Run, path: str | Path | None = None) -> Path:
+    from dfer.engine.checkpointing import write_text
+
     p = Path(path or f"{run.output_dir}/config.yaml")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(f"# planned by `dfer plan`; config_hash {run.hash}; serves {', '.join(run.tables)}\n"
-                   + yaml.safe_dump(run.config, sort_keys=False))
-    tmp.replace(p)
+    write_text(p, run_config_text(run))
     return p
 
 

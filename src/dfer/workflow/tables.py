@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = render_table(payload, args.out, args.root, spread)
     for path in paths:
         print(path)
-    from dfer.workflow.tracking import log_table
+    from dfer.workflow.tracking import file_table
 
-    log_table(args.table, paths[1], paths[0], root=args.root)
+    file_table(args.table, payload["title"], payload["runs"], payload["tracking"], [paths[0], paths[1]],
+               root=args.root)
     return 0

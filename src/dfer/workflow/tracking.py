@@ -8,12 +8,13 @@ The engine calls::
         tr.log_eval(eval_json_path_or_dict, confusion_png)    # final UAR/WAR/per-class + artifacts
 
 One MLflow run per planned run (its config hash), found again by the tag ``dfer.config_hash`` so the
-evaluation job (and a requeued training job) log into the same run. It is the child of its first table's
-parent run (``results/mlflow/parents.json``, created once up front by the workflow's ``mlflow_init`` rule);
-all the tables it serves are tags (a shared run serves several). Tags: git commit, config hash, DVC hash of
-the data, SLURM job id. Tracking URI: ``MLFLOW_TRACKING_URI``, else params.yaml ``mlflow.tracking_uri``,
-else ``sqlite:///results/mlflow/mlflow.db``. Every MLflow call retries on ``database is locked`` and, if it
-still fails, warns once and turns the tracker into a no-op.
+evaluation job (and a requeued training job) log into the same run. Each table (and the claims scorecard) has
+a parent run, made by the job that renders it (``file_table``): it logs the rendered table there and files its
+runs under it, a run under the first table it serves, with every table it serves as a tag. Tags: git commit,
+config hash, DVC hash of the data, SLURM job id. Tracking URI: ``MLFLOW_TRACKING_URI``, else the run config's
+``tracking`` (params.yaml ``mlflow``). A SQLite store is created under a file lock (concurrent first jobs would
+race on its schema); every MLflow call retries on ``database is locked`` and, if it still fails, warns once and
+turns the tracker into a no-op.
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Any, Callable
 from urllib.parse import urlparse
 
 from dfer.config import flatten
 
-PARENTS_PATH = "results/mlflow/parents.json"
-RUNS_INDEX_PATH = "results/plan/runs.json"
 HASH_TAG = "dfer.config_hash"
+PARENT_TAG = "dfer.parent"
 
 
 class TrackingWarning(UserWarning):
@@ -158,17 +159,13 @@ class Tracker:
     @classmethod
     def from_config(cls, run_cfg: dict, stage: str = "train", mlflow_cfg: dict | None = None,
                     root: str | Path | None = None) -> "Tracker":
-        from dfer.workflow.plan import run_hash
+        from dfer.engine.runconfig import run_hash
 
         root = Path(root) if root else _root()
         h = run_hash(run_cfg)
         st = settings(mlflow_cfg or run_cfg["tracking"], root)
-        parents = _read(root / PARENTS_PATH).get("parents", {})
-        index = _read(root / RUNS_INDEX_PATH).get(h, {})
-        tables = index.get("tables", [])
-        parent = next((parents[t] for t in tables if t in parents), None)
         tags = {
-            HASH_TAG: h, "dfer.stage": stage, "dfer.tables": ",".join(tables) or "none",
+            HASH_TAG: h, "dfer.stage": stage,
             "dfer.task": run_cfg.get("task"), "dfer.method": run_cfg.get("method"),
             "dfer.dataset": run_cfg.get("dataset"), "dfer.fold": run_cfg.get("fold"),
             "dfer.model": (run_cfg.get("model") or {}).get("name"),
@@ -178,7 +175,7 @@ class Tracker:
             "dfer.output_dir": run_cfg.get("output_dir"),
         }
         return cls(st["tracking_uri"], st["experiment"], run_cfg.get("name") or h, tags, config=run_cfg,
-                   parent_run_id=parent, config_hash=h, artifact_location=st["artifact_location"])
+                   config_hash=h, artifact_location=st["artifact_location"])
 
     # -- plumbing ----------------------------------------------------------------------------------------
     def _safe(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -204,7 +201,7 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            exp_id = ensure_experiment(self.client, self.experiment, self.artifact_location)
+            exp_id = ensure_experiment(self.client, self.experiment, self.artifact_location, self.tracking_uri)
             existing = None
             if self.config_hash:
                 found = self.client.search_runs([exp_id], f"tags.`{HASH_TAG}` = '{self.config_hash}'",
@@ -319,77 +316,75 @@ def _read(path: Path) -> dict:
         return {}
 
 
-def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
+@contextmanager
+def store_lock(tracking_uri: str):
+    """Exclusive lock around creating a SQLite store and its experiment (a file next to the database); a no-op
+    for servers, which serialise themselves."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(tracking_uri[len("sqlite:///"):] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_experiment(client, name: str, artifact_location: str | None = None, tracking_uri: str = "") -> str:
+    """The experiment's id, creating the store and the experiment if needed (under the store lock)."""
+    with store_lock(tracking_uri):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
         loc = Path(artifact_location).resolve().as_uri() if artifact_location and "://" not in artifact_location \
             else artifact_location
         return client.create_experiment(name, artifact_location=loc)
-    except Exception:  # another job created it meanwhile
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
 
 
-def init_tracking(tables: dict[str, str], out: str | Path, mlflow_cfg: dict,
-                  root: str | Path | None = None) -> dict:
-    """Create the store, the experiment and one parent run per table (reused if they exist); write
-    ``parents.json`` {tracking_uri, experiment, parents: {table: run_id}}. Tolerates an outage."""
+def file_table(table: str, title: str, runs: dict[str, dict], mlflow_cfg: dict, artifacts: list[str | Path],
+               metrics: dict[str, float] | None = None, root: str | Path | None = None) -> str | None:
+    """The parent run of a table (or of the claims scorecard), found by its tag or made: the rendered files and
+    summary metrics are logged on it, and each of ``runs`` (config hash -> {"tables": [...]}) gets the tag
+    ``dfer.tables`` and, if this is the first table it serves, this parent. Best effort: returns the parent's
+    run id, or None after one warning when tracking is unavailable."""
+    if os.environ.get("DFER_NO_TRACKING") == "1":
+        return None
     root = Path(root) if root else _root()
     st = settings(mlflow_cfg, root)
-    payload = {**st, "parents": {}}
-    tr = Tracker(st["tracking_uri"], st["experiment"], "init", {})
-
-    def _init():
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=st["tracking_uri"])
-        exp_id = ensure_experiment(client, st["experiment"], st["artifact_location"])
-        for tid, title in tables.items():
-            found = client.search_runs([exp_id], f"tags.`dfer.parent` = '{tid}'", max_results=1)
-            if found:
-                payload["parents"][tid] = found[0].info.run_id
-                continue
-            run = client.create_run(exp_id, run_name=tid, tags={"dfer.parent": tid, "dfer.title": title,
-                                                              "mlflow.source.git.commit": git_commit(root)})
-            client.set_terminated(run.info.run_id)
-            payload["parents"][tid] = run.info.run_id
-    if _reachable(st["tracking_uri"]):
-        tr._safe("create parent runs", _init)
-    else:
-        warnings.warn(f"MLflow tracking server {st['tracking_uri']} is unreachable; no parent runs",
-                      TrackingWarning, stacklevel=2)
-    from dfer.workflow.plan import write_json
-
-    write_json(out, payload)
-    return payload
-
-
-def log_table(table: str, records_csv: str | Path, md_path: str | Path | None = None,
-              root: str | Path | None = None, metrics: dict[str, float] | None = None) -> None:
-    """Attach a rendered table (or the claims scorecard) and optional summary metrics to its parent run (best
-    effort)."""
-    root = Path(root) if root else _root()
-    parents = _read(root / PARENTS_PATH)
-    run_id = (parents.get("parents") or {}).get(table)
-    if not run_id:
-        return
-    if not parents.get("tracking_uri"):
-        return
-    tr = Tracker(parents["tracking_uri"], "", table, {})
+    tr = Tracker(st["tracking_uri"], st["experiment"], table, {})
     if not _reachable(tr.tracking_uri):
-        return
+        warnings.warn(f"MLflow tracking server {tr.tracking_uri} is unreachable; {table} is not tracked",
+                      TrackingWarning, stacklevel=2)
+        return None
 
-    def _log():
+    def _file():
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=tr.tracking_uri)
-        for p in (records_csv, md_path):
-            if p and Path(p).is_file():
-                client.log_artifact(run_id, str(p))
+        exp_id = ensure_experiment(client, st["experiment"], st["artifact_location"], tr.tracking_uri)
+        with store_lock(tr.tracking_uri):
+            found = client.search_runs([exp_id], f"tags.`{PARENT_TAG}` = '{table}'", max_results=1)
+            parent = found[0].info.run_id if found else client.create_run(
+                exp_id, run_name=table, tags={PARENT_TAG: table, "dfer.title": title,
+                                              "mlflow.source.git.commit": git_commit(root)}).info.run_id
+        for h, run in runs.items():
+            hit = client.search_runs([exp_id], f"tags.`{HASH_TAG}` = '{h}'", max_results=1)
+            if not hit:
+                continue  # trained with tracking off
+            child = hit[0].info.run_id
+            client.set_tag(child, "dfer.tables", ",".join(run["tables"]))
+            if run["tables"] and run["tables"][0] == table:
+                client.set_tag(child, "mlflow.parentRunId", parent)
+        for path in artifacts:
+            if Path(path).is_file():
+                client.log_artifact(parent, str(path))
         for k, v in (metrics or {}).items():
-            client.log_metric(run_id, k, float(v))
-    tr._safe("log table", _log)
+            client.log_metric(parent, k, float(v))
+        client.set_terminated(parent)
+        return parent
+    return tr._safe(f"file {table} under its parent run", _file)
