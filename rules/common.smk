@@ -89,7 +89,20 @@ STAGE_SECTIONS = {
     "align": ["data", "align"],
     "train_landmarks": ["seed", "data", "landmarks"],
     "extract_features": ["data", "landmarks"],
+    "pretrain_mae": ["seed", "data", "pretrain"],
 }
+
+# Inits the workflow makes with `dfer pretrain-mae` (model.inits entries whose path is results/pretrain/<init>/).
+PRETRAINED_INITS = sorted(name for name, init in PARAMS["model"]["inits"].items()
+                          if (init["path"] or "").startswith("results/pretrain/"))
+
+
+def pretrain_inputs(init):
+    """What an MAE init reads: the synthetic benchmark or a checked real dataset, per image source."""
+    sources = PARAMS["pretrain"]["inits"][init]["sources"]
+    datasets = [s["dataset"] for s in sources if "dataset" in s]
+    synthetic_images = any(s.get("images", "").startswith(SYNTH_DIR) for s in sources)
+    return sorted({data_ready(d) for d in datasets} | ({SYNTH_DIR} if synthetic_images else set()))
 
 
 def stage_settings(stage):

@@ -45,7 +45,6 @@ from dfer.engine import checkpointing as ck
 
 EXIT_PREEMPTED = 75
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-DEFAULT_OUT = "results/pretrain/{init}"
 def init_settings(params: dict, init: str) -> dict:
     """The explicit settings of one init: params.yaml ``pretrain`` (every key; without ``inits``/``out``) <-
     ``pretrain.inits.<init>``, dataset sources completed with their ``data.datasets`` entry, ``seed`` from the top
@@ -413,46 +412,25 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
 
 
 # ---- CLI --------------------------------------------------------------------------------------------
-def load_params_file(path: str | None, overrides: list[str]) -> dict:
-    """The project's params.yaml (resolved) by default; ``--params FILE`` = a resolved params dict (a raw one
-    with ``presets`` is resolved too); ``--set KEY=VALUE`` applied last."""
-    import yaml
-
-    from dfer.config import load_params, parse_override, resolve, set_path
-
-    if path is None:
-        return load_params(None, overrides)
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: params file not found")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    if "presets" in raw:
-        return resolve(raw, overrides)
-    for item in overrides:
-        set_path(raw, *parse_override(item))
-    return raw
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dfer pretrain-mae", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--init", required=True, help="which init to make: a key of pretrain.inits "
                                                   "(mae_imagenet1k, mae_affectnet)")
-    ap.add_argument("--params", default=None, help="YAML file with a resolved params dict holding `pretrain:` "
-                                                   "(default: the project's params.yaml, preset applied)")
+    ap.add_argument("--params", default=None, help="params file: the project's params.yaml (default) or the stage "
+                                                   "file the workflow writes")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override, e.g. pretrain.epochs=2")
-    ap.add_argument("--out", default=None, help=f"output folder (default: pretrain.out = {DEFAULT_OUT})")
+    ap.add_argument("--out", default=None, help="output folder (default: params pretrain.out)")
     ap.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     ap.add_argument("--force", action="store_true", help="start over even if finished / a resume checkpoint exists")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    params = load_params_file(args.params, args.set)
+    from dfer.config import load_params, params_base
+
+    params = load_params(args.params, args.set)
     settings = init_settings(params, args.init)
-    base = _project_base()
-    out = Path(args.out or str((params.get("pretrain") or {}).get("out") or DEFAULT_OUT).format(init=args.init))
+    base = params_base(args.params)
+    out = Path(args.out or str(params["pretrain"]["out"]).format(init=args.init))
     out = out if out.is_absolute() else base / out
     done = pretrain_mae(settings, out, device=args.device, show=not args.quiet, force=args.force, base=base)
     return EXIT_PREEMPTED if done.get("stopped") else 0
