@@ -28,6 +28,8 @@ SHRINK = {
     "presets.synthetic.landmarks.train.max_train_frames": 32,
     "presets.synthetic.landmarks.train.max_test_frames": 32,
     "presets.synthetic.align.train": {"epochs": 2, "frames_per_clip": 2},
+    "presets.synthetic.pretrain.epochs": 1,
+    "presets.synthetic.pretrain.inits.mae_affectnet.epochs": 1,
 }
 
 
