@@ -51,6 +51,12 @@ RUN_OUTPUTS = {
 # Rules call the `dfer` command of the Python that runs Snakemake (the project's venv), also when the venv
 # is not activated: put its bin directory first on PATH for every job's shell.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# Each job computes on one thread (no rule asks for more; Snakemake runs as many jobs side by side as it has
+# cores): torch's default of one thread per core in every parallel job oversubscribes the CPU (measured on 2
+# cores: two DFER jobs side by side at 2 threads each trained 45x slower than at 1 thread). Set the variables
+# yourself to change it.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 wildcard_constraints:

@@ -86,7 +86,9 @@ def set_determinism(enabled: bool, device: torch.device) -> None:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # torch.use_deterministic_algorithms also configures torch.compile's inductor, importing it (~2 s per job);
+        # nothing here compiles, so set the flag itself.
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:
