@@ -18,20 +18,20 @@ from dfer.data.synth.faces import (NUM_POINTS, FrameSpec, Placement, apply_aus, 
 
 # Difficulty knobs (params.yaml synth.difficulty overrides any of them).
 DIFFICULTY = {
-    "intensity": [0.45, 1.0],        # apex intensity range
-    "au_jitter": 0.25,               # log-normal sd of each apex AU
+    "intensity": [1.0, 1.8],         # apex intensity range (calibrated: see CALIBRATION.md)
+    "au_jitter": 0.2,                # log-normal sd of each apex AU
     "idle_au": 0.1,                  # sd of random per-clip AUs (idiosyncratic mimics)
     "resting_ambiguity": 0.15,       # sd of resting mouth-corner / inner-brow offsets
-    "pose_sd": [12.0, 7.0, 7.0],     # yaw, pitch, roll (degrees)
+    "pose_sd": [10.0, 6.0, 6.0],     # yaw, pitch, roll (degrees)
     "pose_drift": 1.0,               # per-frame random-walk sd of the head pose (degrees)
     "neutral_stretch": 0.3,          # P(non-neutral clip holds a 30-50% neutral stretch)
     "irrelevant_frames": 0.2,        # P(clip has 1..T/6 frames without a face or fully occluded)
-    "occlusion": 0.15,               # P(clip / image has an occluder over part of the face)
+    "occlusion": 0.1,                # P(clip / image has an occluder over part of the face)
     "speech": 0.35,                  # P(clip shows talking: mouth opening unrelated to the emotion)
-    "noise": [2.0, 9.0],             # sensor noise sd range
+    "noise": [1.0, 5.0],             # sensor noise sd range
     "blur": 0.4,                     # P(blurred); sigma in [0.5, 1.3]
     "gradient": [0.0, 0.7],          # lighting gradient strength range
-    "clutter": [2, 8],               # background shapes
+    "clutter": [0, 3],               # background shapes
     "aligned_face": [0.72, 0.84],    # face width / crop width in aligned crops (DFEW, FERV39K, RAF-DB, FERPlus)
 }
 
