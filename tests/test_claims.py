@@ -10,7 +10,7 @@ import yaml
 
 from dfer.config import load_params
 from dfer.data.labels import classes
-from dfer.workflow.claims import claims_payload, load_claims, main as claims_main, score
+from dfer.workflow.claims import claims_payload, load_claims, main as claims_main, render_markdown, score
 from dfer.workflow.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,3 +84,17 @@ def test_the_command_writes_the_scorecard(tmp_path, capsys):
     row = next(csv.DictReader((tmp_path / "tables/claims.csv").open()))
     assert row["verdict"] == "reproduced" and float(row["paper"]) == pytest.approx(61.82 - 54.21)
     assert json.loads(row["per_fold"]).keys() == {"1", "2"}  # the synthetic preset's 2 folds
+
+
+def test_a_claim_on_cells_the_preset_does_not_run_says_so(tmp_path):
+    # The synthetic preset leaves FERV39K out of Table V: a claim on it is "not run", with the preset's reason.
+    params = load_params(ROOT / "params.yaml")
+    claims = [{"id": "tma_ferv39k", "says": "TMA beats no adapter (FERV39K)", "table": "table_5",
+               "better": {"row": "Temporal-Modeling Adapter", "column": "FERV39K UAR"},
+               "worse": {"row": "None", "column": "FERV39K UAR"}}]
+    payload = claims_payload(build_plan(params, TABLES), claims)
+    [rec] = score(payload, tmp_path)
+    assert rec["verdict"] == "not run" and "DFEW fold 1 only" in rec["reason"]
+    assert rec["paper"] == pytest.approx(41.28 - 33.17)
+    md = render_markdown([rec], payload["provenance"])
+    assert "0 reversed, 1 not run in this preset.**" in md and "not run: the ablations run on DFEW" in md

@@ -30,8 +30,13 @@ def write_eval(root, run, payload):
     p.write_text(json.dumps(payload))
 
 
+def own_params(*overrides: str) -> dict:
+    """The project's params for this file's own table declarations (the preset's not_run names the real tables)."""
+    return load_params(ROOT / "params.yaml", ["tables.not_run=[]", *overrides])
+
+
 def test_render_table_from_fabricated_runs(tmp_path):
-    plan = build_plan(load_params(ROOT / "params.yaml", ["tables.main_folds=[1,2,3]"]), TABLES)
+    plan = build_plan(own_params("tables.main_folds=[1,2,3]"), TABLES)
     cells = {c.column: c for c in plan.cells["table_t"] if c.row == "ours"}
     uars = [55.0, 58.0, 64.0]
     for h, uar in zip(cells["DFEW UAR"].runs, uars):  # DFEW in percent, per-class as a dict
@@ -62,7 +67,7 @@ def test_render_table_from_fabricated_runs(tmp_path):
 
 
 def test_missing_results_are_marked_not_invented(tmp_path, capsys):
-    plan = build_plan(load_params(ROOT / "params.yaml"), TABLES)
+    plan = build_plan(own_params(), TABLES)
     plan_json = tmp_path / "plan.json"
     plan_json.write_text(json.dumps(plan.table_payload("table_t")))
     assert table_main(["table_t", "--plan", str(plan_json), "--out", str(tmp_path / "out"),
@@ -73,7 +78,7 @@ def test_missing_results_are_marked_not_invented(tmp_path, capsys):
 
 
 def test_every_declared_paper_table_resolves():
-    plan = build_plan(load_params(ROOT / "params.yaml"), __import__("yaml").safe_load(
+    plan = build_plan(own_params(), __import__("yaml").safe_load(
         (ROOT / "workflow/tables.yaml").read_text()))
     assert sorted(t for t in plan.cells if t.startswith("table_")) == sorted(f"table_{i}" for i in range(1, 11))
     # the paper's numbers are encoded: e.g. Table VII's full model and Table X's S2D* Disgust
@@ -116,8 +121,29 @@ def test_tunable_params_ion_not_measured_and_landmark_params_from_weights(tmp_pa
 
 
 def test_a_tables_note_is_printed_under_its_title(tmp_path):
-    plan = build_plan(load_params(ROOT / "params.yaml"), __import__("yaml").safe_load(
+    plan = build_plan(own_params(), __import__("yaml").safe_load(
         (ROOT / "workflow/tables.yaml").read_text()))
     md, _, tex = render_table(plan.table_payload("table_6"), tmp_path / "tables", tmp_path)
     assert "> Note: \"One-Hot+SDL\" = S2D as the official scripts run it" in md.read_text()
     assert "% Note:" in tex.read_text()
+
+
+def test_cells_the_preset_does_not_run_plan_no_run_and_say_why(tmp_path):
+    reason = "too slow for this preset"
+    params = own_params("tables.not_run=[{tables: [table_t], column: DFEW UAR, reason: " + reason + "}]")
+    plan = build_plan(params, TABLES)
+    uar = [c for c in plan.cells["table_t"] if c.column == "DFEW UAR" and c.metric]
+    assert uar and all(c.not_run == reason and not c.runs for c in uar)
+    assert all(c.runs for c in plan.cells["table_t"] if c.column != "DFEW UAR" and c.metric)
+    md, csv_path, _ = render_table(plan.table_payload("table_t"), tmp_path / "tables", tmp_path)
+    text = md.read_text()
+    assert f"> Not run in preset `synthetic`: {reason}" in text and "| ours | not run | 60.00 | - |" in text
+    row = next(r for r in csv.DictReader(csv_path.open()) if r["row"] == "ours" and r["column"] == "DFEW UAR")
+    assert row["note"] == "not run" and row["ours"] == ""
+
+
+def test_a_not_run_entry_that_selects_nothing_is_an_error():
+    from dfer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tables.not_run\[0\].*selects no cell"):
+        build_plan(own_params("tables.not_run=[{tables: [table_t], row: no such row, reason: typo}]"), TABLES)

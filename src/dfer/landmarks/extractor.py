@@ -44,7 +44,7 @@ class LandmarkFeatures(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"LandmarkFeatures expects float[N,3,H,W] frames, got {tuple(x.shape)}; "
                              "flatten clips to (B*T,3,H,W) first")
-        return self.net(self.resize(x))[1]
+        return self.net.forward_features(self.resize(x))
 
     @torch.no_grad()
     def landmarks(self, x: torch.Tensor) -> torch.Tensor:

@@ -116,8 +116,11 @@ class MobileFaceNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``conv_4`` tap alone (feature extraction stops here: the landmark head is not needed)."""
+        return self.conv_4(self.conv_34(self.conv_3(self.conv_23(self.conv2_dw(self.conv1(x))))))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.conv_34(self.conv_3(self.conv_23(self.conv2_dw(self.conv1(x)))))
-        feat = self.conv_4(x)
+        feat = self.forward_features(x)
         x = self.conv_6_sep(self.conv_5(self.conv_45(feat)))
         return self.output_layer(x), feat

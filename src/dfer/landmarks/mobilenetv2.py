@@ -102,11 +102,15 @@ class MobileNetGDConv(nn.Module):
         self.linear7 = GDConvBlock(1280, 1280, (gd, gd), 1, 0, dw=True, linear=True)
         self.linear1 = GDConvBlock(1280, num_classes, 1, 1, 0, linear=True)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feat = None
-        for i, block in enumerate(self.base_net[0]):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``features.<tap>`` output alone (feature extraction stops here)."""
+        for block in self.base_net[0][:self.tap + 1]:
             x = block(x)
-            if i == self.tap:
-                feat = x
+        return x
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = feat = self.forward_features(x)
+        for block in self.base_net[0][self.tap + 1:]:
+            x = block(x)
         x = self.linear1(self.linear7(x))
         return x.flatten(1), feat

@@ -64,14 +64,17 @@ class PFLDInference(nn.Module):
         self.avg_pool2 = nn.AvgPool2d(7)
         self.fc = nn.Linear(16 + 32 + 128, num_points * 2)                               # multi-scale head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``block5_6`` tap alone (feature extraction stops here: the landmark head is not needed)."""
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.conv1_extra(self.dw_bn(self.dw_pool(x))))
         x = self.conv3_1(x)
         x = self.block3_5(self.block3_4(self.block3_3(self.block3_2(x))))
         x = self.conv5_1(self.conv4_1(x))
-        x = self.block5_5(self.block5_4(self.block5_3(self.block5_2(x))))
-        feat = self.block5_6(x)
+        return self.block5_6(self.block5_5(self.block5_4(self.block5_3(self.block5_2(x)))))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = self.forward_features(x)
         x = self.conv6_1(feat)
         s1 = self.avg_pool1(x).flatten(1)
         x = self.conv7(x)

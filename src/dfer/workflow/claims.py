@@ -31,7 +31,7 @@ from dfer.config import ConfigError
 CLAIMS_RELPATH = Path("workflow/claims.yaml")
 BOOTSTRAP = 2000
 LEVEL = 0.95
-VERDICTS = ("reproduced", "inconclusive", "reversed")
+VERDICTS = ("reproduced", "inconclusive", "reversed", "not run")
 
 
 # ---- declaring claims -------------------------------------------------------------------------------------
@@ -61,11 +61,13 @@ def claims_payload(plan, claims: list[dict]) -> dict:
         table = claim.get("table")
         if table not in plan.cells:
             raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r} names unknown table {table!r}")
-        terms = []
+        terms, not_run = [], None
         for side, sign in (("better", 1.0), ("worse", -1.0)):
             for t in _terms(claim, side):
                 cell = _find_cell(plan, claim, t)
-                if not cell.runs:
+                if cell.not_run:
+                    not_run = not_run or cell.not_run
+                elif not cell.runs:
                     raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r}: cell {t} is not backed by "
                                       "runs (a cited-only row or a landmark metric)")
                 terms.append({"side": side, "sign": sign * float(t.get("sign", 1)), "row": cell.row,
@@ -76,7 +78,8 @@ def claims_payload(plan, claims: list[dict]) -> dict:
                     r = plan.runs[h]
                     runs[h] = {"output_dir": r.output_dir, "dataset": r.config["dataset"], "fold": r.config["fold"],
                                "name": r.name, "tables": r.tables}
-        out.append({"id": claim["id"], "says": claim.get("says", ""), "table": table, "terms": terms})
+        out.append({"id": claim["id"], "says": claim.get("says", ""), "table": table, "terms": terms,
+                    **({"not_run": not_run} if not_run else {})})
     return {"claims": out, "runs": runs, "provenance": plan.provenance, "tracking": plan.tracking}
 
 
@@ -154,7 +157,8 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
 
     # One resample per test set (dataset, fold) and replicate, shared by every run scored on it.
     sets: dict[tuple[str, Any], int] = {}
-    for claim in payload["claims"]:
+    scored = [c for c in payload["claims"] if not c.get("not_run")]
+    for claim in scored:
         for t in claim["terms"]:
             for h in t["runs"]:
                 key = (t["dataset"], payload["runs"][h]["fold"])
@@ -165,6 +169,12 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
     draws = {key: rng.integers(0, n, size=(replicates, n)) for key, n in sorted(sets.items(), key=str)}
     records = []
     for claim in payload["claims"]:
+        if claim.get("not_run"):
+            records.append({"id": claim["id"], "table": claim["table"], "says": claim["says"],
+                            "comparison": _comparison(claim["terms"]), "paper": _paper(claim["terms"]), "ours": None,
+                            "low": None, "high": None, "per_fold": {}, "verdict": "not run",
+                            "reason": claim["not_run"]})
+            continue
         ours = 0.0
         boot = np.zeros(replicates)
         folds: dict[Any, float] = {}
@@ -177,8 +187,7 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
             boot += t["sign"] * np.nanmean(reps, axis=0) if reps.size else 0.0
             for key, v in zip(fold_keys, values):
                 folds[key[1]] = folds.get(key[1], 0.0) + t["sign"] * v
-        paper_terms = [t["paper"] for t in claim["terms"]]
-        paper = None if None in paper_terms else sum(t["sign"] * t["paper"] for t in claim["terms"])
+        paper = _paper(claim["terms"])
         lo, hi = (float(np.nanpercentile(boot, q)) for q in (100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2))
         direction = 1.0 if paper is None or paper >= 0 else -1.0
         verdict = ("reproduced" if min(lo * direction, hi * direction) > 0 else
@@ -186,8 +195,14 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
         records.append({"id": claim["id"], "table": claim["table"], "says": claim["says"],
                         "comparison": _comparison(claim["terms"]), "paper": paper, "ours": ours, "low": lo,
                         "high": hi, "per_fold": {str(k): v for k, v in folds.items()} if len(folds) > 1 else {},
-                        "verdict": verdict})
+                        "verdict": verdict, "reason": ""})
     return records
+
+
+def _paper(terms: list[dict]) -> float | None:
+    """The claim's statistic on the paper's numbers (None when a cell has no reported number)."""
+    values = [t["paper"] for t in terms]
+    return None if None in values else sum(t["sign"] * t["paper"] for t in terms)
 
 
 def _comparison(terms: list[dict]) -> str:
@@ -212,25 +227,27 @@ def render_markdown(records: list[dict], provenance: dict) -> str:
     out = ["# Claims scorecard: which of the paper's findings hold on this data", "",
            f"> Data: **{kind}** (preset `{provenance.get('preset')}`, recipe `{provenance.get('recipe')}`). "
            f"**{counts['reproduced']} reproduced, {counts['inconclusive']} inconclusive, {counts['reversed']} "
-           "reversed.**",
+           f"reversed{f', {n} not run in this preset' if (n := counts['not run']) else ''}.**",
            f"> Δ = better − worse (points); ours with its {int(LEVEL * 100)}% paired-bootstrap interval over test "
            "items; reproduced / reversed when the interval excludes 0 on the paper's / the other side.", "",
            "| claim | table | paper Δ | ours Δ [95% CI] | per fold | verdict |", "|---|---|---|---|---|---|"]
     for r in records:
         folds = ", ".join(f"{k}: {v:+.1f}" for k, v in r["per_fold"].items()) or "-"
+        ours = (f"{_f(r['ours'])} [{_f(r['low'])}, {_f(r['high'])}]" if r["ours"] is not None
+                else f"not run: {r['reason']}")
         out.append(f"| {r['says']}<br><sub>{r['comparison']}</sub> | {r['table'].replace('table_', '')} | "
-                   f"{_f(r['paper'])} | {_f(r['ours'])} "
-                   f"[{_f(r['low'])}, {_f(r['high'])}] | {folds} | **{r['verdict']}** |")
+                   f"{_f(r['paper'])} | {ours} | {folds} | **{r['verdict']}** |")
     return "\n".join(out) + "\n"
 
 
 def render_csv(records: list[dict]) -> str:
     buf = io.StringIO()
-    fields = ["id", "table", "says", "comparison", "paper", "ours", "low", "high", "per_fold", "verdict"]
+    fields = ["id", "table", "says", "comparison", "paper", "ours", "low", "high", "per_fold", "verdict", "reason"]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in records:
-        w.writerow({**{k: (round(r[k], 4) if isinstance(r[k], float) else r[k]) for k in fields},
+        w.writerow({**{k: ("" if r[k] is None else round(r[k], 4) if isinstance(r[k], float) else r[k])
+                       for k in fields},
                     "per_fold": json.dumps(r["per_fold"]) if r["per_fold"] else ""})
     return buf.getvalue()
 
@@ -262,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = json.loads(plan.read_text())
     file_table("claims", "The paper's claims scored on these runs", {}, payload["tracking"], [md, csv_path],
-               {f"claims_{k}": v for k, v in counts.items()}, root=args.root)
+               {f"claims_{k.replace(' ', '_')}": v for k, v in counts.items()}, root=args.root)
     print(f"{md}: {counts['reproduced']} reproduced, {counts['inconclusive']} inconclusive, "
-          f"{counts['reversed']} reversed")
+          f"{counts['reversed']} reversed, {counts['not run']} not run")
     return 0

@@ -47,7 +47,7 @@ def draw(payload: dict, out: str | Path, root: str | Path = ".", kind: str | Non
 
     root, out = Path(root), Path(out)
     kind = kind or payload.get("kind")
-    cells = _series(payload)
+    cells = [c for c in _series(payload) if not c.get("not_run")]  # panels the preset leaves out are dropped
     panels = list(dict.fromkeys(c["block"] or c["dataset"] for c in cells))
     if kind == "per_class_bars":
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)

@@ -59,6 +59,7 @@ class Cell:
     backbone: str | None = None  # for ion / params_m cells
     weights: str | None = None   # the landmark net's weights, for ion / params_m cells
     paper: float | None = None
+    not_run: str | None = None   # why this preset leaves the cell out (params.yaml tables.not_run)
 
 
 @dataclass
@@ -152,6 +153,7 @@ class Planner:
     def __init__(self, params: dict):
         self.params = params
         self.runs: dict[str, Run] = {}
+        self.not_run_used: set[int] = set()  # indices of tables.not_run entries that selected a cell
 
     # -- folds -------------------------------------------------------------------------------------------
     def folds(self, dataset: str, which: str | None) -> list[int | None]:
@@ -378,6 +380,7 @@ def build_plan(params: dict, tables: dict) -> Plan:
                 spec.setdefault("metric", "uar")
                 out.append(_plan_cell(planner, fid, panel or "", series, {"label": series["label"]}, spec, None))
         cells[fid] = out
+    _check_not_run(planner)
     for tid, tcells in cells.items():
         for c in tcells:
             for h in c.runs:
@@ -400,6 +403,10 @@ def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spe
     if not spec:
         return cell  # a method we only cite
     cell.metric = spec.get("metric", "war")
+    cell.not_run = _not_run_reason(planner, cell, spec)
+    if cell.not_run:
+        cell.dataset = _cell_dataset(spec)
+        return cell
     if cell.metric in NON_RUN_METRICS:
         backbone = (spec.get("set") or {}).get("landmarks.backbone") or planner.params["landmarks"]["backbone"]
         cell.backbone = backbone
@@ -409,6 +416,26 @@ def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spe
     folds = planner.folds(spec["dataset"], spec.get("folds"))
     cell.runs = [planner.run_for(spec, f) for f in folds]
     return cell
+
+
+def _not_run_reason(planner: Planner, cell: Cell, spec: dict) -> str | None:
+    """The reason of the first params.yaml ``tables.not_run`` entry selecting this cell, else None."""
+    for i, entry in enumerate(planner.params["tables"]["not_run"]):
+        if (cell.table in entry.get("tables", [cell.table]) and entry.get("block", cell.block) == cell.block
+                and entry.get("row", cell.row) == cell.row and entry.get("column", cell.column) == cell.column
+                and entry.get("dataset", spec.get("dataset")) == spec.get("dataset")):
+            planner.not_run_used.add(i)
+            return entry["reason"]
+    return None
+
+
+def _check_not_run(planner: Planner) -> None:
+    """A tables.not_run entry that selects no cell is a typo, not a choice."""
+    for i, entry in enumerate(planner.params["tables"]["not_run"]):
+        if i not in planner.not_run_used:
+            sel = {k: v for k, v in entry.items() if k != "reason"}
+            raise ConfigError(f"params.yaml tables.not_run[{i}] {sel} selects no cell of workflow/tables.yaml; "
+                              "check the table ids and the row / column labels")
 
 
 def plan_from_files(params_path: str | None = None, tables_path: str | None = None,

@@ -27,6 +27,7 @@ from dfer.config import ConfigError
 METRIC_LABEL = {"uar": "UAR", "war": "WAR", "acc": "Acc", "ion": "ION", "params_m": "Params (M)",
                 "tunable_m": "Tunable Params (M)"}
 NOT_MEASURED = "not measured"
+NOT_RUN = "not run"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,7 +135,9 @@ def collect(payload: dict, root: Path, spread: str = "std") -> list[dict]:
     for c in payload["cells"]:
         values: list[float] = []
         missing: list[str] = []
-        if c["metric"] in ("ion", "params_m"):
+        if c.get("not_run"):
+            pass
+        elif c["metric"] in ("ion", "params_m"):
             v = landmark_value(root, c["backbone"], c["metric"], c.get("weights"))
             values = [] if v is None else [v]
         else:
@@ -154,7 +157,8 @@ def collect(payload: dict, root: Path, spread: str = "std") -> list[dict]:
             "dataset": c["dataset"] or "", "ours": mean, "spread": sp, "n_folds": len(values),
             "paper": paper, "diff": None if mean is None or paper is None else mean - paper,
             "runs": " ".join(c["runs"]), "missing": missing, "cited_only": c["metric"] is None,
-            "note": NOT_MEASURED if c["metric"] == "ion" and not values else "",
+            "note": NOT_RUN if c.get("not_run") else NOT_MEASURED if c["metric"] == "ion" and not values else "",
+            "not_run": c.get("not_run") or "",
         })
     return records
 
@@ -201,6 +205,8 @@ def render_markdown(payload: dict, records: list[dict], spread: str) -> str:
            "a cell has several), paper = reported, Δ = ours − paper.", ""]
     if payload.get("note"):
         out[-1:] = [f"> Note: {payload['note']}", ""]
+    for reason in _not_run_reasons(records):
+        out[-1:] = [f"> Not run in preset `{(payload.get('provenance') or {}).get('preset', '?')}`: {reason}", ""]
     for block, rows, cols, cells in _grid(records):
         if block:
             out += [f"## {block}", ""]
@@ -215,6 +221,10 @@ def render_markdown(payload: dict, records: list[dict], spread: str) -> str:
             out.append("| " + " | ".join(line) + " |")
         out.append("")
     return "\n".join(out)
+
+
+def _not_run_reasons(records: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["not_run"] for r in records if r["not_run"]))
 
 
 def render_csv(records: list[dict]) -> str:
@@ -240,6 +250,7 @@ def render_latex(payload: dict, records: list[dict]) -> str:
     out = [f"% {payload['title']}", f"% {provenance(payload).replace('**', '')}"]
     if payload.get("note"):
         out.append(f"% Note: {payload['note']}")
+    out += [f"% Not run in this preset: {reason}" for reason in _not_run_reasons(records)]
     for block, rows, cols, cells in _grid(records):
         out.append(r"\begin{tabular}{l" + "rrr" * len(cols) + "}")
         out.append(r"\toprule")
