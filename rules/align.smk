@@ -9,6 +9,7 @@ rule train_detector:
         params="results/config/train_detector.yaml",
     params:
         settings=lambda wildcards: stage_settings("train_detector"),
+    priority: critical_path_priority("train_detector")
     log:
         "results/logs/align/train_detector.log",
     message:

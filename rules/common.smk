@@ -161,3 +161,15 @@ BACKBONES = sorted(PARAMS["landmarks"]["weights"])
 TRAINED_LANDMARK_NETS = [b for b in BACKBONES if landmark_weights(PARAMS, b).startswith("results/")]
 CONFIGURED_LANDMARK_NETS = [b for b in BACKBONES if b not in TRAINED_LANDMARK_NETS]
 ION_DATASETS = PARAMS["landmarks"]["ion_datasets"]
+
+
+# Scheduling: on a few cores the jobs most runs wait for go first (the default landmark net, its feature caches,
+# the MAE inits and the SFER runs the DFER runs start from); the other landmark nets and the DFER runs fill in.
+PRIORITY = {"train_landmarks": 10, "pretrain_mae": 9, "extract_features": 9, "train_sfer": 5, "train_detector": 3}
+
+
+def critical_path_priority(rule, wildcards=None):
+    if wildcards is not None and "backbone" in wildcards.keys() and \
+            wildcards.backbone != PARAMS["landmarks"]["backbone"]:
+        return 1
+    return PRIORITY[rule]

@@ -13,6 +13,7 @@ rule train_landmarks:
         settings=lambda wildcards: stage_settings("train_landmarks"),
     wildcard_constraints:
         backbone="|".join(TRAINED_LANDMARK_NETS) or "NONE",
+    priority: lambda wildcards: critical_path_priority("train_landmarks", wildcards)
     log:
         "results/logs/landmarks/train_{backbone}.log",
     message:
@@ -53,6 +54,7 @@ rule extract_features:
     params:
         weights=lambda wildcards: landmark_weights(PARAMS, wildcards.backbone),
         settings=lambda wildcards: stage_settings("extract_features"),
+    priority: lambda wildcards: critical_path_priority("extract_features", wildcards)
     log:
         "results/logs/features/{dataset}/{backbone}.log",
     message:

@@ -14,6 +14,7 @@ rule pretrain_mae:
         settings=lambda wildcards: stage_settings("pretrain_mae"),
     wildcard_constraints:
         init="|".join(PRETRAINED_INITS) or "NONE",
+    priority: critical_path_priority("pretrain_mae")
     log:
         "results/logs/pretrain/{init}.log",
     message:

@@ -28,5 +28,6 @@ rule train_dfer:
 
 
 use rule train_dfer as train_sfer with:
+    priority: critical_path_priority("train_sfer")
     wildcard_constraints:
         hash="|".join(h for h, r in RUNS.items() if r.config["task"] == "sfer") or "NONE",

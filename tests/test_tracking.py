@@ -109,3 +109,33 @@ def test_dvc_hash_of_the_data_from_dvc_files_and_the_lock(tmp_path):
     (tmp_path / "data/DFEW.dvc").write_text("outs:\n- md5: feed.dir\n  path: DFEW\n")
     assert dvc_hash("data/DFEW", tmp_path) == "feed.dir"
     assert dvc_hash("data/MAFW", tmp_path) is None
+
+
+def test_table_job_backfills_a_finished_run_the_store_lacks(tmp_path, monkeypatch):
+    """A training job whose tracking failed (SQLite locked past the retries) still reaches MLflow: the table
+    job that files it logs it from the files it left."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mcfg = CFG["tracking"]
+    h = run_hash(CFG)
+    out = tmp_path / CFG["output_dir"]
+    out.mkdir(parents=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(CFG))
+    (out / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.5}\n{"epoch": 2, "train_loss": 0.9}\n')
+    (out / "eval.json").write_text(json.dumps({"uar": 0.41, "war": 0.55, "per_class": {"Happy": 0.9}}))
+    runs = {h: {"tables": ["table_2"], "output_dir": CFG["output_dir"]},
+            "0" * 12: {"tables": ["table_2"], "output_dir": "results/runs/unfinished"}}
+    assert file_table("table_2", "T2", runs, mcfg, [], root=tmp_path) is not None
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results/mlflow/mlflow.db'}")
+    exp = client.get_experiment_by_name(mcfg["experiment"])
+    assert client.search_runs([exp.experiment_id], f"tags.`{HASH_TAG}` = '{h}'") == []  # not finished yet
+    (out / "done.json").write_text(json.dumps({"config_hash": h}))
+    parent = file_table("table_2", "T2", runs, mcfg, [], root=tmp_path)
+    [run] = client.search_runs([exp.experiment_id], f"tags.`{HASH_TAG}` = '{h}'")
+    assert run.data.tags["dfer.backfilled"] == "true" and run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.params["train.lr"] == "0.001" and run.data.metrics["test_uar"] == pytest.approx(0.41)
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1.5, 0.9]
+    assert file_table("table_2", "T2", runs, mcfg, [], root=tmp_path) == parent  # found again, not re-made
+    assert len(client.search_runs([exp.experiment_id], f"tags.`{HASH_TAG}` = '{h}'")) == 1

@@ -83,7 +83,7 @@ def _reachable(uri: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _retry(fn: Callable[[], Any], attempts: int = 6) -> Any:
+def _retry(fn: Callable[[], Any], attempts: int = 8) -> Any:
     """SQLite under concurrent jobs: retry `database is locked` with jittered backoff."""
     for i in range(attempts):
         try:
@@ -374,9 +374,9 @@ def file_table(table: str, title: str, runs: dict[str, dict], mlflow_cfg: dict, 
                                               "mlflow.source.git.commit": git_commit(root)}).info.run_id
         for h, run in runs.items():
             hit = client.search_runs([exp_id], f"tags.`{HASH_TAG}` = '{h}'", max_results=1)
-            if not hit:
-                continue  # trained with tracking off
-            child = hit[0].info.run_id
+            child = hit[0].info.run_id if hit else backfill_run(client, exp_id, h, run, root)
+            if child is None:
+                continue  # not finished, or trained with tracking off
             client.set_tag(child, "dfer.tables", ",".join(run["tables"]))
             if run["tables"] and run["tables"][0] == table:
                 client.set_tag(child, "mlflow.parentRunId", parent)
@@ -388,3 +388,40 @@ def file_table(table: str, title: str, runs: dict[str, dict], mlflow_cfg: dict, 
         client.set_terminated(parent)
         return parent
     return tr._safe(f"file {table} under its parent run", _file)
+
+
+def backfill_run(client, exp_id: str, config_hash: str, run: dict, root: Path) -> str | None:
+    """Log a finished run the store lacks (its training job's tracking failed, e.g. SQLite stayed locked past
+    the retries) from the files it left: config, per-epoch metrics, evaluation, confusion plot. Tagged
+    ``dfer.backfilled``. None when the run has not finished or tracking was switched off for the job."""
+    import yaml
+    from mlflow.entities import Metric, Param
+
+    out = root / run.get("output_dir", "")
+    done, config = _read(out / "done.json"), out / "config.yaml"
+    if done.get("config_hash") != config_hash or not config.is_file():
+        return None
+    cfg = yaml.safe_load(config.read_text()) or {}
+    tags = {HASH_TAG: config_hash, "dfer.stage": "train", "dfer.backfilled": "true",
+            "dfer.task": cfg.get("task"), "dfer.method": cfg.get("method"), "dfer.dataset": cfg.get("dataset"),
+            "dfer.fold": cfg.get("fold"), "dfer.model": (cfg.get("model") or {}).get("name"),
+            "mlflow.source.git.commit": git_commit(root), "dfer.output_dir": cfg.get("output_dir")}
+    run_id = client.create_run(exp_id, run_name=cfg.get("name") or config_hash,
+                               tags={k: str(v) for k, v in tags.items() if v is not None}).info.run_id
+    params = [Param(k, v) for k, v in _param_values(cfg).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    client.log_dict(run_id, cfg, "config.yaml")
+    ts = int(time.time() * 1000)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (out / "metrics.jsonl").is_file() else []
+    epochs = [Metric(k, float(v), ts, int(row.get("epoch", i + 1))) for i, row in enumerate(history)
+              for k, v in row.items() if k != "epoch" and _is_number(v)]
+    for i in range(0, len(epochs), 500):
+        client.log_batch(run_id, metrics=epochs[i:i + 500])
+    tracker = Tracker("", "", "", {})  # for its evaluation logging, on this client and run
+    tracker.client, tracker.run_id = client, run_id
+    if (out / "eval.json").is_file():
+        tracker.log_eval(out / "eval.json", out / "confusion.png")
+    client.set_terminated(run_id)
+    return run_id
