@@ -23,6 +23,8 @@ BIN = Path(sys.executable).parent
 SHRINK = {
     "synth.scale": 0.5,
     "presets.synthetic.train.epochs": 1,
+    "presets.synthetic.methods.sfer.train.epochs": 1,
+    "presets.synthetic.methods.nr_dfernet.train.epochs": 1,
     "presets.synthetic.train.warmup_epochs": 0,
     "presets.synthetic.landmarks.train.epochs": 1,
     "presets.synthetic.landmarks.train.max_train_frames": 32,

@@ -195,7 +195,8 @@ def provenance(payload: dict) -> str:
     kind = "synthetic" if prov.get("synthetic") else "real"
     roots = ", ".join(f"{d}={r}" for d, r in sorted((prov.get("roots") or {}).items()))
     return (f"Data: **{kind}** (preset `{prov.get('preset', '?')}`; {roots or 'roots unknown'}). "
-            + ("Synthetic numbers test the pipeline; they are not comparable with the paper's."
+            + ("Tiny models on the embedded benchmark: compare the direction of a difference with the paper's "
+               "(results/tables/claims.md scores each claim), not the values."
                if kind == "synthetic" else "Real datasets."))
 
 
