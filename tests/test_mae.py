@@ -274,7 +274,7 @@ def test_project_params_define_both_inits_for_both_presets():
     # MSA-LMC/MAE-SFER's MAE-AffectNet: batch 32 x accum_iter 4, blr 1.5e-4, 300 epochs, warm-up 40, mask 0.75
     assert (p["model"], p["epochs"], p["warmup_epochs"], p["effective_batch"], p["blr"], p["mask_ratio"]) == \
         ("sfer_base_patch16_224", 300, 40, 128, 1.5e-4, 0.75)
-    assert (gen["epochs"], aff["epochs"]) == (20, 20)  # the synthetic preset's CPU budget
+    assert (gen["epochs"], aff["epochs"]) == (20, 10)  # the synthetic preset's CPU budget (2,800 faces)
     assert p["model"] == paper["methods"]["sfer"]["model"]
     from dfer.config import ConfigError
     with pytest.raises(ConfigError, match="no 'bogus'"):

@@ -1,5 +1,7 @@
 """NR-DFERNet and UniLearn: shapes, parameter counts, SF filter, DCT, MoAE routing/capacity/aux loss, heads,
 pretrained loading, and a few optimisation steps."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -366,3 +368,27 @@ def test_load_unilearn_pretrained_from_mae_layout(tmp_path, capsys):
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, bad)
     with pytest.raises(CheckpointError, match="resnet.pt"):
         load_unilearn_pretrained(model, bad)
+
+
+def test_workflow_init_path_loads_an_s4d_layout_pretrain(tmp_path):
+    """The paper preset's UniLearn init (`model.inits.unilearn_pretrain`, format `unilearn`) reaches the model
+    through the planner's run config and the engine's `build_model`, as a workflow job loads it."""
+    from dfer.config import load_params
+    from dfer.engine.loop import build_model
+    from dfer.workflow.plan import method_run_config
+
+    torch.manual_seed(2)
+    plain = create_model("unilearn_tiny", moe_layers=())
+    sd = {f"encoder.{k}": v for k, v in plain.state_dict().items() if not k.startswith(("head.", "fc_norm"))}
+    sd["decoder.blocks.0.mlp.fc1.weight"] = torch.zeros(8, 8)  # the MAE decoder S4D's checkpoint also holds
+    path = tmp_path / "vit_base_voxceleb2+affectnet_100.pt"
+    torch.save({"model": sd}, path)
+
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "params.yaml", overrides=[
+        "preset=paper", f"model.inits.unilearn_pretrain.path={path}", "methods.unilearn.model=unilearn_tiny"])
+    cfg = method_run_config(params, "unilearn", "DFEW", fold=1)
+    assert cfg["model"]["init"] == str(path) and cfg["model"]["init_format"] == "unilearn"
+    model = build_model(cfg, verbose=False)
+    for k in ("blocks.3.mlp.fc1.weight", "blocks.0.attn.q_bias", "patch_embed.proj.weight"):
+        assert torch.equal(model.state_dict()[k], plain.state_dict()[k]), k

@@ -24,11 +24,12 @@ def settings(over: dict) -> dict:
     return deep_merge(load_params()["synth"], over)
 
 
-SMALL = settings({"scale": 0.1, "dfew": {"clips": 300, "size": 64},
+SMALL = settings({"scale": 0.1, "dfew": {"clips": 300, "size": 64, "frames": 16},
                   "mafw": {"clips": 160, "width": 160, "height": 128, "frames": [24, 28]},
                   "ferv39k": {"clips": 200, "size": 64, "frames": [6, 10]},
                   "affectnet": {"image_size": [96, 112], "train": 1100, "validation_per_class": 40},
-                  "rafdb": {"images": 700}, "ferplus": {"images": 700}})
+                  "rafdb": {"images": 700}, "ferplus": {"images": 700},
+                  "voxceleb2": {"size": 64, "frames": [8, 12]}})
 SEED = 3
 
 
@@ -224,7 +225,7 @@ def test_groundtruth_landmarks_inside_boxes_and_frames(synth):
                 assert np.all(pts >= np.array(box[:2]) - 0.02) and np.all(pts <= np.array(box[2:]) + 0.02)
     assert seen_no_face > 0  # irrelevant frames exist
     dfew_ids = [p.stem for p in (out / "DFEW" / "Clip" / "clip_224x224_16f").iterdir()]
-    assert all(len(_gt(out / "DFEW", i)["boxes"]) == 16 for i in dfew_ids)
+    assert all(len(_gt(out / "DFEW", i)["boxes"]) == SMALL["dfew"]["frames"] for i in dfew_ids)
     for ds in ("AffectNet", "RAF-DB", "FERPlus"):
         for p in list((out / ds / "_groundtruth").glob("*.json"))[:50]:
             if p.name == "manifest.json":
@@ -247,6 +248,30 @@ def test_groundtruth_matches_ids_used_by_adapters(synth):
                      ("FERPlus", "FERPlus")):
         for s in load_split(ds, out / root, "test", format="s2d" if ds == "FERV39K" else "official"):
             assert (out / root / "_groundtruth" / f"{cache_name(s.id)}.json").is_file(), (ds, s.id)
+
+
+def test_voxceleb2_stand_in_has_the_dev_layout_and_talking_faces(synth):
+    """UniLearn's video pre-training data: dev/mp4/<speaker>/<11-character video id>/<clip>.mp4, decodable clips
+    of one aligned face that is always speaking."""
+    import re
+
+    from dfer.data.video import count_frames
+    from dfer.pretrain.stage import video_samples
+
+    out, summary = synth
+    root = out / "VoxCeleb2"
+    clips = sorted((root / "dev" / "mp4").rglob("*.mp4"))
+    v = SMALL["voxceleb2"]
+    speakers = max(round(v["speakers"] * SMALL["scale"]), 2)
+    assert len(clips) == summary["VoxCeleb2"]["items"] == speakers * v["videos_per_speaker"] * v["clips_per_video"]
+    lo, hi = SMALL["voxceleb2"]["frames"]
+    for clip in clips:
+        rel = clip.relative_to(root).as_posix()
+        assert re.fullmatch(r"dev/mp4/id\d{5}/[A-Za-z0-9_-]{11}/\d{5}\.mp4", rel), rel
+        gt = json.loads((root / "_groundtruth" / f"{rel[:-4].replace('/', '__')}.json").read_text())
+        assert gt["speech"] is True and gt["label"] == "unlabelled"
+        assert lo <= count_frames(clip) == len(gt["boxes"]) <= hi
+    assert [s.path for s in video_samples([{"videos": str(root / "dev" / "mp4")}])] == clips
 
 
 # ------------------------------------------------------------------------------------------ determinism, atomicity

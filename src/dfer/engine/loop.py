@@ -75,8 +75,13 @@ def build_model(cfg: dict, init: bool = True, verbose: bool = True) -> nn.Module
         from dfer.models.checkpoint import load_pretrained
 
         src = cfg["model"]["init_dataset"]
-        load_pretrained(model, path, format=cfg["model"]["init_format"], verbose=verbose, head=head_policy(cfg),
-                        classes=(classes(src) if src else None, class_names(cfg)))
+        if cfg["model"]["init_format"] == "unilearn":  # S4D's release: `encoder.`-prefixed MAE or fine-tuned
+            from dfer.models.unilearn import load_unilearn_pretrained
+
+            load_unilearn_pretrained(model, path, verbose=verbose)
+        else:
+            load_pretrained(model, path, format=cfg["model"]["init_format"], verbose=verbose, head=head_policy(cfg),
+                            classes=(classes(src) if src else None, class_names(cfg)))
     if freezes_backbone(cfg):
         from dfer.models.params import freeze_for_dfer
 

@@ -16,6 +16,14 @@ horizontal flip, ImageNet normalisation. Learning rate ``blr * effective_batch /
 step; AdamW (0.9, 0.95), weight decay 0.05. The effective batch is reached by gradient accumulation
 (``effective_batch / batch_size`` steps; one process: this stage does not run DDP).
 
+Dual-modal inits (UniLearn, ``model`` a UniLearn model): the encoder is pre-trained on the image sources and on
+``video_sources`` (``{videos: PATH}``: a folder, every video file below it, e.g. VoxCeleb2's ``dev/mp4``, or a list
+file) with :mod:`dfer.pretrain.dual_mae`: images repeated to one 2x16x16 tubelet, ``dual.image_mask_ratio`` /
+``dual.video_mask_ratio`` of the tokens masked, ``dual.num_frames`` frames every ``dual.sampling_rate`` per
+clip at ``dual.input_size`` px (the fine-tuning run's ``data`` settings; one RandomResizedCrop + flip per clip). Each batch is all images or all clips, the batches of an
+epoch in a seeded random order. Either list may be empty (Table 2 of UniLearn: image-only, video-only). Its
+``model.pt`` holds S4D's layout (``encoder.*`` keys) and loads with ``format: unilearn``.
+
 Outputs (``--out``, default ``pretrain.out`` = ``results/pretrain/<NAME>``): ``model.pt``
 (``{"model": MAE state dict, "meta": {...}}``; loads with ``load_pretrained(model, path, format="mae")``),
 ``metrics.jsonl`` (one line per epoch), ``reconstructions.png`` (original / masked / reconstruction /
@@ -70,7 +78,18 @@ def init_settings(params: dict, init: str) -> dict:
             src["entry"] = {**datasets[name], "frame_order": params["data"]["frame_order"]}
         sources.append(src)
     s["sources"] = sources
+    s["video_sources"] = [dict(v) for v in s["video_sources"]]
+    if not sources and not s["video_sources"]:
+        raise ConfigError(f"pretrain.inits.{init}: no sources and no video_sources; name at least one")
+    if s["video_sources"] and not is_dual(s["model"]):
+        raise ConfigError(f"pretrain.inits.{init}: video_sources need a video encoder (a UniLearn model), "
+                          f"not {s['model']}")
     return s
+
+
+def is_dual(model_name: str) -> bool:
+    """A UniLearn model's encoder is pre-trained by the dual-modal (image + video) MAE."""
+    return model_name.startswith("unilearn")
 
 
 def mae_kwargs(settings: dict) -> dict:
@@ -130,6 +149,34 @@ def image_samples(sources: list[dict], base: Path | None = None) -> list:
     return out
 
 
+def video_samples(sources: list[dict], base: Path | None = None) -> list:
+    """Every video of ``{videos: PATH}`` sources (a folder, recursively, or a list file), in a fixed order."""
+    from dfer.data.adapters import VIDEO_EXTS, Sample
+
+    base = Path(base) if base is not None else _project_base()
+    out = []
+    for src in sources:
+        p = Path(src["videos"])
+        p = p if p.is_absolute() else base / p
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS and f.is_file())
+            where = [str(f.relative_to(p)) for f in files]
+        elif p.is_file():
+            lines = [(i, ln.strip()) for i, ln in enumerate(p.read_text().splitlines(), 1)]
+            lines = [(i, ln) for i, ln in lines if ln and not ln.startswith("#")]
+            files = [Path(ln) if Path(ln).is_absolute() else p.parent / ln for _, ln in lines]
+            where = [f"{p}:{i}" for i, _ in lines]
+        else:
+            raise ConfigError(f"{p}: video folder or list file not found (pretrain video source {{videos: "
+                              f"{src['videos']}}}); VoxCeleb2: its dev/mp4 folder; synthetic: `dfer synth "
+                              "--datasets VoxCeleb2`")
+        if not files:
+            raise ConfigError(f"{p}: no video files ({', '.join(VIDEO_EXTS)}) below it")
+        out += [Sample(id=str(f), label=-1, path=f, kind="video", dataset="videos", source=w)
+                for f, w in zip(files, where)]
+    return out
+
+
 def _project_base() -> Path:
     from dfer.engine.runconfig import project_base
 
@@ -168,6 +215,65 @@ class MAEImages(Dataset):
         if flip:
             img = img[:, ::-1]
         return {"video": to_normalized_tensor(img[None])[0], "index": index}
+
+
+class MAEClips(Dataset):
+    """Unlabelled videos -> ``{"video": float[3, T, S, S], "index": i}``: ``num_frames`` frames every
+    ``sampling_rate`` (the fine-tuning sampler's training clip), one RandomResizedCrop and flip for the clip."""
+
+    def __init__(self, samples, input_size: int, num_frames: int, sampling_rate: int, scale=(0.2, 1.0),
+                 ratio=(3 / 4, 4 / 3), hflip: bool = True):
+        self.samples = list(samples)
+        self.size, self.num_frames, self.sampling_rate = int(input_size), int(num_frames), int(sampling_rate)
+        self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), bool(hflip)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        from dfer.data.clips import open_clip
+        from dfer.data.sampling import train_indices
+        from dfer.data.transforms import random_resized_crop_params, to_normalized_tensor
+
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        clip = open_clip(self.samples[index])
+        frames = clip.get(train_indices(len(clip), self.num_frames, self.sampling_rate, rng))
+        top, left, ch, cw = random_resized_crop_params(frames.shape[1], frames.shape[2], rng, self.scale, self.ratio)
+        flip = self.hflip and rng.random() < 0.5
+        out = []
+        for img in frames[:, top:top + ch, left:left + cw]:
+            interp = cv2.INTER_CUBIC if min(img.shape[:2]) < self.size else cv2.INTER_AREA
+            img = cv2.resize(np.ascontiguousarray(img), (self.size, self.size), interpolation=interp)
+            out.append(img[:, ::-1] if flip else img)
+        return {"video": to_normalized_tensor(np.stack(out)).permute(1, 0, 2, 3), "index": index}
+
+
+class ModalityBatches(torch.utils.data.Sampler):
+    """Batches of one modality each over ``ConcatDataset([images, clips])``: each modality shuffled from
+    ``(seed, epoch)``, cut into whole batches, the batches of both in a seeded random order; ``skip`` drops the
+    first batches (mid-epoch resume)."""
+
+    def __init__(self, n_images: int, n_clips: int, batch_size: int, seed: int):
+        self.n_images, self.n_clips, self.batch, self.seed = int(n_images), int(n_clips), int(batch_size), int(seed)
+        self.epoch, self.skip = 0, 0
+        self.steps = self.n_images // self.batch + self.n_clips // self.batch
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        out = []
+        for offset, n in ((0, self.n_images), (self.n_images, self.n_clips)):
+            order = (torch.randperm(n, generator=g) + offset).tolist()
+            out += [order[i * self.batch:(i + 1) * self.batch] for i in range(n // self.batch)]
+        return [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
+
+    def __iter__(self):
+        return iter(self.batches()[self.skip:])
+
+    def __len__(self) -> int:
+        return max(self.steps - self.skip, 0)
 
 
 # ---- reconstructions figure -------------------------------------------------------------------------
@@ -266,6 +372,7 @@ def pretrain_mae(settings: dict, out: Path, *, device: str | None = None, show: 
     from dfer.engine.loop import EpochSampler, Precision, make_loader
     from dfer.engine.train import StopFlag, epoch_seed, set_determinism
     from dfer.pretrain.engine import Schedule, absolute_lr, build_optimizer, train_one_epoch
+    from dfer.pretrain.dual_mae import dual_mae_for
     from dfer.pretrain.mae import MaskedAutoencoderViT, mae_config
 
     out = Path(out)
@@ -286,31 +393,51 @@ def pretrain_mae(settings: dict, out: Path, *, device: str | None = None, show: 
     if settings["max_images"]:
         keep = np.random.default_rng(seed).permutation(len(samples))[: int(settings["max_images"])]
         samples = [samples[i] for i in sorted(keep)]
+    dual = is_dual(settings["model"])
+    clips = video_samples(settings["video_sources"], base) if dual else []
     batch = int(settings["batch_size"])
-    if len(samples) < batch:
-        raise ConfigError(f"pretrain: {len(samples)} images but batch_size {batch}; lower pretrain.batch_size")
+    if max(len(samples), len(clips)) < batch:
+        raise ConfigError(f"pretrain: {len(samples)} images and {len(clips)} videos but batch_size {batch}; lower "
+                          "pretrain.batch_size")
 
     ck.seed_everything(epoch_seed(seed, 0, -1))
-    cfg = mae_config(settings["model"], **mae_kwargs(settings))
-    model = MaskedAutoencoderViT(**cfg).to(dev)
     aug = settings["augment"]
-    ds = MAEImages(samples, cfg["img_size"], scale=aug["scale"], ratio=aug["ratio"], hflip=aug["hflip"])
+    if dual:
+        model = dual_mae_for(settings["model"], **dual_kwargs(settings)).to(dev)
+        size = model.encoder.patch_embed.img_size
+        cfg = {"img_size": size, "mask_ratio": dict(model.mask_ratio), "norm_pix_loss": model.norm_pix_loss,
+               **dual_kwargs(settings)}
+        ds = torch.utils.data.ConcatDataset([
+            MAEImages(samples, size, scale=aug["scale"], ratio=aug["ratio"], hflip=aug["hflip"]),
+            MAEClips(clips, size, settings["dual"]["num_frames"], settings["dual"]["sampling_rate"],
+                     scale=aug["scale"], ratio=aug["ratio"], hflip=aug["hflip"])])
+        sampler = ModalityBatches(len(samples), len(clips), batch, seed)
+        steps = sampler.steps
+        masking = f"mask {model.mask_ratio['image']:.0%} of an image, {model.mask_ratio['video']:.0%} of a clip"
+        encoder_keys = set(model.encoder_state_dict())
+    else:
+        cfg = mae_config(settings["model"], **mae_kwargs(settings))
+        model = MaskedAutoencoderViT(**cfg).to(dev)
+        ds = MAEImages(samples, cfg["img_size"], scale=aug["scale"], ratio=aug["ratio"], hflip=aug["hflip"])
+        steps = len(samples) // batch                      # drop_last, as MAE
+        sampler = EpochSampler([0] * len(samples), seed, batch)
+        masking = f"mask {cfg['mask_ratio']:.0%}"
+        encoder_keys = set(model.encoder_keys())
     accum = accumulation(settings)
     eff = batch * accum
     epochs = int(settings["epochs"])
-    steps = len(samples) // batch                      # drop_last, as MAE
     lr = absolute_lr(float(settings["blr"]), eff)
     schedule = Schedule(lr, float(settings["min_lr"]), float(settings["warmup_epochs"]), epochs, steps,
                         accum)
     optimizer = build_optimizer(model, lr, float(settings["weight_decay"]), tuple(settings["betas"]))
     precision = Precision.from_config(settings, dev)
     scaler = torch.amp.GradScaler("cuda") if precision.needs_scaler else None
-    sampler = EpochSampler([0] * len(samples), seed, batch)
     n_params = sum(p.numel() for p in model.parameters())
-    n_enc = sum(v.numel() for k, v in model.state_dict().items() if k in set(model.encoder_keys()))
-    print(f"pretrain-mae {settings['init']} ({h}): MAE for {settings['model']} ({n_enc / 1e6:.2f} M encoder, "
-          f"{n_params / 1e6:.2f} M total), {len(samples)} images at {cfg['img_size']} px, mask "
-          f"{cfg['mask_ratio']:.0%}, {epochs} epochs x {steps} steps, batch {batch} x accum {accum} = {eff}, "
+    n_enc = sum(v.numel() for k, v in model.state_dict().items() if k in encoder_keys)
+    data = f"{len(samples)} images" + (f" + {len(clips)} videos" if dual else "")
+    print(f"pretrain-mae {settings['init']} ({h}): {'dual-modal ' if dual else ''}MAE for {settings['model']} "
+          f"({n_enc / 1e6:.2f} M encoder, {n_params / 1e6:.2f} M total), {data} at {cfg['img_size']} px, "
+          f"{masking}, {epochs} epochs x {steps} steps, batch {batch} x accum {accum} = {eff}, "
           f"lr {lr:.3g} (blr {settings['blr']}), device {dev}", flush=True)
 
     start_epoch, start_step, history, partial, state = 0, 0, [], None, ck.load_resume(resume_file)
@@ -343,9 +470,13 @@ def pretrain_mae(settings: dict, out: Path, *, device: str | None = None, show: 
                 ck.set_rng_state(state["rng"])
             else:
                 ck.seed_everything(epoch_seed(seed, 0, epoch))
-            sampler.set_epoch(epoch, skip=step0 * batch)
-            loader = make_loader(ds, batch, sampler, int(settings["num_workers"]),
-                                 epoch_seed(seed, 0, epoch), True, dev)
+            if dual:
+                sampler.set_epoch(epoch, skip=step0)
+                loader = _batch_loader(ds, sampler, int(settings["num_workers"]), epoch_seed(seed, 0, epoch), dev)
+            else:
+                sampler.set_epoch(epoch, skip=step0 * batch)
+                loader = make_loader(ds, batch, sampler, int(settings["num_workers"]),
+                                     epoch_seed(seed, 0, epoch), True, dev)
             r = train_one_epoch(model, loader, optimizer, epoch, schedule, dev, precision, scaler,
                                 start_step=step0, show=show, stop_requested=stop)
             if partial and step0:
@@ -370,11 +501,30 @@ def pretrain_mae(settings: dict, out: Path, *, device: str | None = None, show: 
                 return {"stopped": True, "epoch": epoch + 1, "step": 0}
     finally:
         stop.restore()
-    return _finalize(model, settings, cfg, h, out, history, samples, dev, time.perf_counter() - t_run)
+    return _finalize(model, settings, cfg, h, out, history, samples, dev, time.perf_counter() - t_run,
+                     videos=len(clips))
+
+
+def dual_kwargs(settings: dict) -> dict:
+    """``dual_mae_for`` arguments from the settings (decoder size, mask ratios per modality, norm_pix_loss)."""
+    dec, d = settings["decoder"], settings["dual"]
+    return {"decoder_embed_dim": dec["embed_dim"], "decoder_depth": dec["depth"], "decoder_num_heads": dec["num_heads"],
+            "image_mask_ratio": float(d["image_mask_ratio"]), "video_mask_ratio": float(d["video_mask_ratio"]),
+            "norm_pix_loss": bool(settings["norm_pix_loss"]),
+            # the encoder's input, as the fine-tuning run builds the model (data.input_size, data.num_frames)
+            "img_size": int(d["input_size"]), "num_frames": int(d["num_frames"])}
+
+
+def _batch_loader(ds, batch_sampler, num_workers: int, seed: int, dev: torch.device):
+    from dfer.engine.loop import _seed_worker
+
+    return torch.utils.data.DataLoader(ds, batch_sampler=batch_sampler, num_workers=num_workers,
+                                       pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(seed),
+                                       worker_init_fn=_seed_worker if num_workers > 0 else None)
 
 
 def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list[dict], samples: list,
-              dev: torch.device, seconds: float) -> dict:
+              dev: torch.device, seconds: float, videos: int = 0) -> dict:
     """Write model.pt, metrics.jsonl and reconstructions.png into a staging folder, move them in place, then
     done.json; remove the resume folder."""
     from dfer.models.checkpoint import save_checkpoint
@@ -383,17 +533,20 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    k = min(int(settings["reconstructions"]), len(samples))
+    dual = is_dual(settings["model"])
+    k = 0 if dual else min(int(settings["reconstructions"]), len(samples))  # the figure shows image MAEs only
     rec_loss = None
     if k:
         view = MAEImages(samples[:k], cfg["img_size"], train=False)
         imgs = torch.stack([view[i]["video"] for i in range(k)]).to(dev)
         grid, titles, rec_loss = reconstructions(model, imgs, seed=int(settings["seed"] or 0))
         write_reconstructions(stage / "reconstructions.png", grid, titles, rec_loss, cfg["norm_pix_loss"])
-    meta = {"format": "mae", "init": settings["init"], "target_model": settings["model"], "mae_config": cfg,
-            "settings": settings, "settings_hash": h, "epochs": int(settings["epochs"]), "images": len(samples),
+    meta = {"format": "unilearn" if dual else "mae", "init": settings["init"], "target_model": settings["model"],
+            "mae_config": cfg, "settings": settings, "settings_hash": h, "epochs": int(settings["epochs"]),
+            "images": len(samples), "videos": videos,
             "final_loss": history[-1]["loss"] if history else None, "seconds": round(seconds, 1),
-            "load_with": "dfer.models.checkpoint.load_pretrained(model, path, format='mae')"}
+            "load_with": "dfer.models.unilearn.load_unilearn_pretrained(model, path)" if dual else
+            "dfer.models.checkpoint.load_pretrained(model, path, format='mae')"}
     save_checkpoint(model, stage / "model.pt", meta=meta)
     ck.write_jsonl(stage / "metrics.jsonl", history)
     names = ["model.pt", "metrics.jsonl"] + (["reconstructions.png"] if k else [])
@@ -401,7 +554,7 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
     for name in names:
         os.replace(stage / name, out / name)
     done = {"settings_hash": h, "init": settings["init"], "target_model": settings["model"],
-            "epochs": int(settings["epochs"]), "images": len(samples),
+            "epochs": int(settings["epochs"]), "images": len(samples), "videos": videos,
             "final_loss": meta["final_loss"], "reconstruction_loss": rec_loss,
             "seconds_per_epoch": round(float(np.mean([r["seconds"] for r in history])), 3) if history else None,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": names}

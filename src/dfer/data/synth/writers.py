@@ -463,6 +463,7 @@ def _votes(rng: np.random.Generator, true: str, noise: float) -> np.ndarray:
 
 
 from dfer.data.synth.generic import write_generic  # noqa: E402  (non-face images, see generic.py)
+from dfer.data.synth.voxceleb2 import write_voxceleb2  # noqa: E402  (unlabelled talking faces, see voxceleb2.py)
 
 WRITERS = {"DFEW": write_dfew, "MAFW": write_mafw, "FERV39K": write_ferv39k, "AffectNet": write_affectnet,
-           "RAF-DB": write_rafdb, "FERPlus": write_ferplus, "Generic": write_generic}
+           "RAF-DB": write_rafdb, "FERPlus": write_ferplus, "Generic": write_generic, "VoxCeleb2": write_voxceleb2}
