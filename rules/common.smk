@@ -104,11 +104,12 @@ PRETRAINED_INITS = sorted(name for name, init in PARAMS["model"]["inits"].items(
 
 
 def pretrain_inputs(init):
-    """What an MAE init reads: the synthetic benchmark or a checked real dataset, per image source."""
-    sources = PARAMS["pretrain"]["inits"][init]["sources"]
+    """What an MAE init reads: the synthetic benchmark or a checked real dataset, per image or video source."""
+    spec = PARAMS["pretrain"]["inits"][init]
+    sources, videos = spec["sources"], spec.get("video_sources") or PARAMS["pretrain"]["video_sources"]
     datasets = [s["dataset"] for s in sources if "dataset" in s]
-    synthetic_images = any(s.get("images", "").startswith(SYNTH_DIR) for s in sources)
-    return sorted({data_ready(d) for d in datasets} | ({SYNTH_DIR} if synthetic_images else set()))
+    synthetic = any(s.get("images", s.get("videos", "")).startswith(SYNTH_DIR) for s in sources + videos)
+    return sorted({data_ready(d) for d in datasets} | ({SYNTH_DIR} if synthetic else set()))
 
 
 def stage_settings(stage):

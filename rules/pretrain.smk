@@ -1,7 +1,8 @@
 # MAE pre-training: makes the inits of model.inits whose path the workflow is to produce
 # (results/pretrain/<init>/model.pt): in the synthetic preset MAE-ImageNet1K (on generic synthetic images) and
 # MAE-AffectNet (on the synthetic AffectNet faces); in the paper preset only where a user points an init there
-# (the authors' weights, when given as a local path, are loaded instead).
+# (the authors' weights, when given as a local path, are loaded instead), e.g. UniLearn's dual-modal
+# pre-training (images + VoxCeleb2 clips) as `unilearn_pretrain`.
 
 
 rule pretrain_mae:
