@@ -125,7 +125,8 @@ def as_json(payload):
 def run_inputs(wildcards):
     """Everything a run needs before it starts: data, landmark features, the upstream checkpoint."""
     cfg = RUNS[wildcards.hash].config
-    datasets = [cfg["dataset"], *cfg["eval_datasets"]]
+    joint = cfg["train"]["joint"]
+    datasets = [cfg["dataset"], *cfg["eval_datasets"], *([joint["dataset"]] if joint else [])]
     inputs = {"data": sorted({data_ready(d) for d in datasets}),
               "frames": sorted({f for d in datasets for f in frames_of(d)})}
     init = cfg["model"]["init"]

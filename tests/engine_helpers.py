@@ -86,3 +86,27 @@ def write_config(cfg: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def write_rafdb(root: Path, n_train: int = 28, n_test: int = 7, size: int = 32, seed: int = 1) -> Path:
+    """RAF-DB's official layout: ``basic/EmoLabel/list_patition_label.txt`` (1-based codes) and
+    ``basic/Image/aligned/<name>_aligned.jpg``; one colour per class as in :func:`write_dfew`."""
+    from dfer.data import labels
+
+    rng = np.random.default_rng(seed)
+    # RAF-DB's codes: 1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness, 6 Anger, 7 Neutral
+    rows = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            code = i % 7 + 1
+            name = f"{split}_{i + 1:05d}"
+            img = np.clip(PALETTE[code - 1] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+            path = root / "basic" / "Image" / "aligned" / f"{name}_aligned.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), img[:, :, ::-1])
+            rows.append(f"{name}.jpg {code}")
+    f = root / "basic" / "EmoLabel" / "list_patition_label.txt"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("\n".join(rows) + "\n")
+    assert len(labels.classes("RAF-DB")) == 7
+    return root

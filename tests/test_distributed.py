@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_helpers import FAST, run_config, write_config, write_dfew  # noqa: E402
+from engine_helpers import FAST, run_config, write_config, write_dfew, write_rafdb  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "DFER_NO_TRACKING": "1"}
 # Same data seen the same way by every process: whole 6-frame clips (no random temporal window), no flip, no
@@ -53,10 +53,28 @@ def test_two_ddp_processes_equal_one_process_with_gradient_accumulation(tmp_path
     assert max(r["lr"] for r in rows_ddp) <= 1.0e-3
 
 
-def test_unilearn_trains_under_ddp(tmp_path):
-    """Its image head and idle experts get no gradient in a video step: DDP must not stop at step 2."""
+def test_unilearn_joint_fine_tuning_trains_under_ddp(tmp_path):
+    """UniLearn's joint fine-tuning on 2 processes: a video step leaves the image head (and idle experts) without
+    gradient and an image step the video head; DDP must not stop at step 2, and both heads must train."""
     write_dfew(tmp_path / "DFEW", n_train=16, n_test=7)
-    done, _, rows = _run(tmp_path, "unilearn", 2, {
-        "method": "unilearn", "model.name": "unilearn_tiny", "model.kwargs": {}, "data.input_size": 64,
-        "data.num_frames": 4, "train.freeze": "none", "train.epochs": 1})
-    assert done["batches"]["world_size"] == 2 and len(rows) == 1 and rows[0]["train_loss"] > 0
+    write_rafdb(tmp_path / "RAF-DB", n_train=16)
+    cfg = run_config(tmp_path / "DFEW", tmp_path / "unilearn", {
+        **DETERMINISTIC, "method": "unilearn", "model.name": "unilearn_tiny", "model.kwargs": {},
+        "data.input_size": 64, "data.num_frames": 4, "train.freeze": "none", "train.epochs": 1,
+        "train.joint": {"dataset": "RAF-DB", "data_rate": 1.0, "oversample": False}})
+    from dfer.workflow.plan import Planner
+
+    cfg["joint_data"] = {**Planner(_params())._run_data("RAF-DB"), "root": str(tmp_path / "RAF-DB"), "num_frames": 1,
+                         "sampling_rate": 1, "input_size": 64, "oversample": False}
+    proc = _train(cfg, tmp_path / "unilearn.yaml", 2)
+    done = json.loads((tmp_path / "unilearn" / "done.json").read_text())
+    rows = [json.loads(r) for r in (tmp_path / "unilearn" / "metrics.jsonl").read_text().splitlines()]
+    assert "x 2 process(es)" in proc.stdout and done["batches"]["world_size"] == 2
+    assert "16 clips + 16 RAF-DB images, joint fine-tuning on 100% of the images" in proc.stdout
+    assert len(rows) == 1 and rows[0]["train_loss"] > 0
+
+
+def _params() -> dict:
+    from dfer.config import load_params
+
+    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")

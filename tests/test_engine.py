@@ -158,3 +158,51 @@ def test_predict_on_a_video_file_with_our_checkpoint(data, tmp_path, capsys):
     values = list(probs.values())
     assert values == sorted(values, reverse=True) and sum(values) == pytest.approx(1.0, abs=1e-5)
     assert dfer(["predict", str(tmp_path / "missing.mp4"), "--checkpoint", str(out / "model.pt")]) == 2
+
+
+# ---- UniLearn's joint fine-tuning ----------------------------------------------------------------
+def test_joint_batches_keep_one_modality_per_step_and_share_the_order_across_processes():
+    from dfer.engine.loop import EpochSampler, JointBatchSampler
+
+    def joint(rank: int, world: int, rate: float = 0.5) -> JointBatchSampler:
+        videos = EpochSampler([i % 7 for i in range(40)], 3, 4, rank=rank, world_size=world, accum_steps=2)
+        images = EpochSampler([i % 7 for i in range(64)], 4, 4, rank=rank, world_size=world, accum_steps=2)
+        return JointBatchSampler(videos, images, n_videos=40, data_rate=rate)
+
+    s = joint(0, 1)
+    assert (s.videos.steps, s.image_steps, s.steps) == (5, 4, 9)  # 40 clips / 8, half of 64 images / 8
+    mbs = s.micro_batches()
+    assert len(mbs) == 18 and all(len(mb) == 4 for mb in mbs)
+    steps = [mbs[i] + mbs[i + 1] for i in range(0, 18, 2)]  # the micro-batches of one optimizer step
+    assert all(max(st) < 40 or min(st) >= 40 for st in steps)
+    assert sum(min(st) >= 40 for st in steps) == 4 and len({i for st in steps for i in st if i < 40}) == 40
+    s.set_epoch(1)
+    assert s.micro_batches() != mbs
+    s.set_epoch(1, skip=3 * 4)  # items, as EpochSampler: 3 micro-batches in
+    assert list(s) == s.micro_batches()[3:] and len(s) == 15
+    # Two processes: the same modality at every step, disjoint items.
+    r0, r1 = joint(0, 2), joint(1, 2)
+    a, b = r0.micro_batches(), r1.micro_batches()
+    assert [min(x) >= 40 for x in a] == [min(x) >= 40 for x in b]
+    assert not {i for x in a for i in x if i < 40} & {i for x in b for i in x if i < 40}
+
+
+def test_image_batches_train_the_image_head_and_clips_the_video_head():
+    import torch
+
+    from dfer.engine.loop import Precision, StepState, micro_step_loss
+    from dfer.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("unilearn_tiny", num_classes=11, num_image_classes=7)
+    opt = torch.optim.AdamW(model.parameters())
+    st = StepState(opt, None, 1, Precision(), None, None, False, None, "onehot", 0.0, 11)
+    batches = {"image": {"video": torch.randn(2, 3, 1, 64, 64), "label": torch.tensor([0, 6]),
+                         "task": torch.tensor([1, 1])},
+               "video": {"video": torch.randn(2, 3, 4, 64, 64), "label": torch.tensor([0, 10]),
+                         "task": torch.tensor([0, 0])}}
+    for task, batch in batches.items():
+        model.zero_grad(set_to_none=True)
+        micro_step_loss(model, batch, st, torch.device("cpu")).backward()
+        other = "video" if task == "image" else "image"
+        assert model.head[task].weight.grad is not None and model.head[other].weight.grad is None, task

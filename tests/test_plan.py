@@ -229,7 +229,7 @@ def test_a_config_override_reaches_the_stage_command(tmp_path):
     assert stage["resolved"]["not_from_params_yaml"]["synth.scale"] == "override"
     log = (proj / "results/logs/synth.log").read_text()
     items = int(re.search(r"^RAF-DB: (\d+) items", log, re.M).group(1))
-    assert items <= 30  # 400 images at scale 1
+    assert items <= 80  # 1,400 images at scale 1
     assert sorted(p.name for p in (proj / "results/synth").iterdir() if not p.name.startswith(".")) == ["RAF-DB"]
     again = _snakemake(proj, "-n", "results/synth", *over)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -195,3 +195,29 @@ def run_dataset(data: dict, dataset: str, split: str, fold: int | None, mode: st
                                 test_views=data["test_views"], feature_cache=features, backend=data["video_backend"])
     return ImageDataset(samples, input_size=int(data["input_size"]), mode=mode, augment=augment,
                         feature_cache=features)
+
+
+class JointDataset(Dataset):
+    """UniLearn's joint fine-tuning set: the DFER clips (indices ``0..len(videos)-1``, ``task`` 0) then the SFER
+    images (``task`` 1); a :class:`dfer.engine.loop.JointBatchSampler` keeps every batch to one of them."""
+
+    VIDEO, IMAGE = 0, 1
+
+    def __init__(self, videos: Dataset, images: Dataset):
+        self.videos, self.images = videos, images
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        return bool(self.videos.uses_feature_cache)
+
+    @property
+    def labels(self) -> list[int]:
+        return self.videos.labels
+
+    def __len__(self) -> int:
+        return len(self.videos) + len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        if index < len(self.videos):
+            return {**self.videos[index], "task": self.VIDEO}
+        return {**self.images[index - len(self.videos)], "task": self.IMAGE}

@@ -164,6 +164,46 @@ class EpochSampler(Sampler[int]):
         return max(self.num_samples - self.skip, 0)
 
 
+class JointBatchSampler(Sampler[list]):
+    """Micro-batches of UniLearn's joint fine-tuning over a ``JointDataset`` (clips first, then images): every
+    optimizer step is all clips or all images (S4D builds each mini-batch from one dataset). Per epoch, the
+    clips' :class:`EpochSampler` order gives the video steps; ``data_rate`` of the image set (S4D
+    ``sfer_data_rate``; class-balanced with ``oversample``) gives the image steps; the steps of both run in an
+    order drawn from ``(seed, epoch)``, the same on every process. ``skip`` counts items, as EpochSampler's."""
+
+    def __init__(self, videos: EpochSampler, images: EpochSampler, n_videos: int, data_rate: float):
+        if videos.micro_batch != images.micro_batch or videos.accum_steps != images.accum_steps:
+            raise ValueError("clips and images must share batch size and accumulation")
+        self.videos, self.images, self.offset = videos, images, int(n_videos)
+        self.image_steps = max(1, int(round(images.steps * float(data_rate))))
+        self.micro_batch, self.accum_steps, self.seed = videos.micro_batch, videos.accum_steps, videos.seed
+        self.balanced = videos.balanced
+        self.steps = videos.steps + self.image_steps
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+        self.videos.set_epoch(epoch)
+        self.images.set_epoch(epoch)
+
+    def _steps(self, order: np.ndarray, n_steps: int, offset: int) -> list[list[list[int]]]:
+        b, a = self.micro_batch, self.accum_steps
+        return [[(order[(s * a + m) * b:(s * a + m + 1) * b] + offset).tolist() for m in range(a)]
+                for s in range(n_steps)]
+
+    def micro_batches(self) -> list[list[int]]:
+        steps = self._steps(self.videos.order(), self.videos.steps, 0) + \
+            self._steps(self.images.order(), self.image_steps, self.offset)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919)
+        return [mb for i in torch.randperm(len(steps), generator=g).tolist() for mb in steps[i]]
+
+    def __iter__(self):
+        return iter(self.micro_batches()[self.skip // self.micro_batch:])
+
+    def __len__(self) -> int:
+        return self.steps * self.accum_steps - self.skip // self.micro_batch
+
+
 def _seed_worker(worker_id: int) -> None:
     # torch seeds each worker (base_seed + id) from the loader's generator; derive python/numpy from it.
     import random
@@ -177,6 +217,9 @@ def make_loader(dataset: Dataset, batch_size: int, sampler: Sampler | None, num_
                 drop_last: bool, device: torch.device) -> DataLoader:
     # An explicit generator: without one, creating the iterator draws from the global torch RNG.
     g = torch.Generator().manual_seed(seed)
+    if isinstance(sampler, JointBatchSampler):  # it makes the (one-modality) batches itself
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda",
+                          generator=g, worker_init_fn=_seed_worker if num_workers > 0 else None)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=device.type == "cuda", generator=g,
                       worker_init_fn=_seed_worker if num_workers > 0 else None,
@@ -232,6 +275,7 @@ class StepState:
     clip_grad: float | None = None
     stop_requested: Callable[[], bool] = lambda: False
     on_step: Callable[[int], None] | None = None
+    image_mixup: Callable | None = None   # joint fine-tuning: Mixup/CutMix over the image classes
 
 
 def classification_loss(logits: torch.Tensor, target: torch.Tensor, st: StepState) -> torch.Tensor:
@@ -248,6 +292,8 @@ def micro_step_loss(model: nn.Module, batch: dict, st: StepState, device: torch.
     anchors from a no-grad forward of the un-mixed clip (official ``model(ori_samples, a)``)."""
     clean = batch["video"].to(device, non_blocking=True)
     labels = batch["label"].to(device, non_blocking=True)
+    if "task" in batch and int(batch["task"][0]) == 1:  # joint fine-tuning: an image batch, the image head
+        return image_step_loss(model, clean[:, :, 0], labels, st)
     video, target = st.mixup(clean, labels) if st.mixup is not None else (clean, labels)
     lmk = landmark_input(batch, video, st.lmk_net, st.use_lmk_cache and st.mixup is None)
     with st.precision.autocast():
@@ -266,6 +312,19 @@ def micro_step_loss(model: nn.Module, batch: dict, st: StepState, device: torch.
             with torch.no_grad(), st.precision.autocast():
                 logits, feat = model(clean, landmark_input(batch, clean, st.lmk_net, st.use_lmk_cache))
         st.sdl.update(feat.detach().float(), logits.detach().float(), labels)
+    return loss
+
+
+def image_step_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, st: StepState) -> torch.Tensor:
+    """Joint fine-tuning's SFER micro-batch ``[B,3,H,W]``: image Mixup/CutMix, the model's image head (UniLearn
+    picks it from the 4-D input), cross-entropy (+ MoAE aux); no SDL (a DFER loss)."""
+    x, target = st.image_mixup(images, labels) if st.image_mixup is not None else (images, labels)
+    with st.precision.autocast():
+        logits, _ = model(x, None)
+        loss = classification_loss(logits, target, st)
+        aux = _aux_loss(model)
+        if aux is not None:
+            loss = loss + st.aux_coeff * aux
     return loss
 
 

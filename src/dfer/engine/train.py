@@ -132,6 +132,13 @@ def train_datasets(cfg: dict):
         data["features"] = None  # the landmark net must see the mixed clip (official)
     train_ds = run_dataset(data, cfg["dataset"], "train", cfg["fold"], mode="train", augment=aug,
                            base=project_base())
+    joint = cfg["train"]["joint"]
+    if joint:  # UniLearn: the SFER images join the DFER clips (`joint_data`: the image set as the run reads it)
+        from dfer.data.datasets import JointDataset
+
+        images = run_dataset(cfg["joint_data"], joint["dataset"], "train", None, mode="train", augment=aug,
+                             base=project_base())
+        train_ds = JointDataset(train_ds, images)
     val_ds = None
     if cfg["train"]["validate_every_epoch"]:
         from dfer.engine.evaluate import evaluation_dataset
@@ -160,6 +167,7 @@ class Trainer:
     mixup: object
     train_ds: object
     val_ds: object
+    image_mixup: object = None    # joint fine-tuning's Mixup/CutMix over the image classes
     tracker: object = None
     history: list = field(default_factory=list)
     best: dict | None = None
@@ -196,7 +204,8 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
     total_p, tunable_p = count_parameters(model)
     if env.is_main:
         print(f"run {cfg['name']} ({run_hash(cfg)}): {cfg['model']['name']} on {cfg['dataset']}"
-              f"{'' if cfg['fold'] is None else ' fold ' + str(cfg['fold'])}, {len(train_ds)} train items, "
+              f"{'' if cfg['fold'] is None else ' fold ' + str(cfg['fold'])}, {len(train_ds)} train items"
+              f"{joint_note(train_ds, tr['joint'])}, "
               f"device {env.device} x{env.world_size}, batch {batches.batch_size} x {env.world_size} process(es) "
               f"x {batches.accum_steps} accumulation = {batches.effective}; parameters: {total_p / 1e6:.3f} M "
               f"total, {tunable_p / 1e6:.3f} M tunable")
@@ -205,6 +214,17 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
     precision = Precision.from_config(tr, env.device)
     sampler = EpochSampler(train_ds.labels, cfg["seed"], batches.batch_size, balanced=cfg["data"]["oversample"],
                            rank=env.rank, world_size=env.world_size, accum_steps=batches.accum_steps)
+    image_mixup = None
+    if tr["joint"]:
+        from dfer.data.labels import classes as dataset_classes
+        from dfer.engine.loop import JointBatchSampler
+
+        images = EpochSampler(train_ds.images.labels, cfg["seed"] + 1, batches.batch_size,
+                              balanced=bool(tr["joint"]["oversample"]), rank=env.rank, world_size=env.world_size,
+                              accum_steps=batches.accum_steps)
+        sampler = JointBatchSampler(sampler, images, len(train_ds.videos), float(tr["joint"]["data_rate"]))
+        image_mixup = mixup_fn(tr["augment"], len(dataset_classes(tr["joint"]["dataset"])),
+                               label_smoothing=float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0)
     schedule = cosine_schedule(lrs["lr"], lrs["min_lr"], int(tr["epochs"]), sampler.steps,
                                float(tr["warmup_epochs"]), lrs["warmup_lr"])
     smoothing = float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0
@@ -220,7 +240,14 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
             find_unused_parameters=bool(getattr(model, "has_unused_parameters", True)))
     return Trainer(cfg, run_hash(cfg), output_dir(cfg), env, batches, model, ddp_model, lmk_net, sdl, optimizer,
                    torch.amp.GradScaler("cuda") if precision.needs_scaler else None, precision, sampler, schedule,
-                   mixup, train_ds, val_ds)
+                   mixup, train_ds, val_ds, image_mixup=image_mixup)
+
+
+def joint_note(train_ds, joint: dict | None) -> str:
+    if not joint:
+        return ""
+    return (f" ({len(train_ds.videos)} clips + {len(train_ds.images)} {joint['dataset']} images, joint fine-tuning "
+            f"on {joint['data_rate']:.0%} of the images per epoch)")
 
 
 # ---- resume -----------------------------------------------------------------------------------------
@@ -281,7 +308,7 @@ def step_state(t: Trainer, epoch: int, stop: StopFlag) -> StepState:
                    bool(t.train_ds.uses_feature_cache), t.mixup, tr["loss"], float(tr["label_smoothing"]),
                    len(class_names(t.cfg)), accum_steps=t.batches.accum_steps,
                    aux_coeff=float(tr["aux_loss_coeff"]), clip_grad=tr["clip_grad"],
-                   stop_requested=lambda: dist_env.broadcast_flag(t.env, stop()))
+                   stop_requested=lambda: dist_env.broadcast_flag(t.env, stop()), image_mixup=t.image_mixup)
     if t.sdl is not None:
         s = tr["sdl"]
         scfg = SDLConfig(k=int(s["k"]), queue_size=int(s["queue_size"]), schedule=s["schedule"], update=s["update"],

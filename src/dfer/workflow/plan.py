@@ -222,6 +222,10 @@ class Planner:
         for key, value in (spec.get("set") or {}).items():
             set_path(cfg, key.split("."), copy.deepcopy(value))
         cfg["eval_data"] = {d: self._dataset_data(d) for d in cfg["eval_datasets"]}
+        joint = cfg["train"]["joint"]
+        cfg["joint_data"] = None if not joint else {
+            **self._run_data(joint["dataset"]), "num_frames": 1, "sampling_rate": 1,
+            "input_size": cfg["data"]["input_size"], "oversample": bool(joint["oversample"])}
         cfg["data"]["subset"] = self._subset(dataset, cfg["data"]["subset"])
         upstream: list[str] = []
         init = spec["init"] if "init" in spec else m["init"]
