@@ -139,3 +139,16 @@ def test_video_only_and_image_only_pretraining_and_bad_sources(media, tmp_path):
     with pytest.raises(ConfigError, match="no-such-folder"):
         pretrain_mae(_dual_settings(media, video_sources=[{"videos": str(tmp_path / "no-such-folder")}]),
                      tmp_path / "x", show=False)
+
+
+def test_video_tubes_hide_the_same_spatial_positions_in_every_slice():
+    from dfer.pretrain.dual_mae import tube_masking
+
+    tokens = torch.randn(3, 4 * 16, 8)                       # 4 temporal slices of a 4x4 grid
+    m = tube_masking(tokens, 4, 0.75, torch.Generator().manual_seed(0))
+    mask = m.mask.view(3, 4, 16)
+    assert torch.equal(mask, mask[:, :1].expand_as(mask)) and mask.sum(2).eq(12).all()
+    assert torch.equal(m.kept, torch.gather(tokens, 1, m.ids_keep.unsqueeze(-1).expand(-1, -1, 8)))
+    restored = torch.gather(torch.cat([m.kept, torch.zeros(3, 48, 8)], 1), 1,
+                            m.ids_restore.unsqueeze(-1).expand(-1, -1, 8))
+    assert torch.equal(restored[m.mask == 0], tokens[m.mask == 0])  # unshuffling puts visible tokens back

@@ -2,7 +2,8 @@
 
 UniLearn (arXiv 2409.06154, code MSA-LMC/S4D) pre-trains its ViT OmniMAE-style: every input is cut into 2x16x16
 tubelets by the same Conv3d; an image is repeated to one tubelet (2 frames); a random subset of the tokens is
-masked per sample (90 % of an image's, 95 % of a video's), the encoder sees the visible tokens only, a light
+masked per sample (90 % of an image's, 95 % of a video's; a video's as VideoMAE tubes, the same spatial
+positions in every temporal slice, as S4D's pre-training config), the encoder sees the visible tokens only, a light
 decoder reconstructs every token and the loss is the mean squared error on the masked tubelets (per-patch
 normalised pixels, as VideoMAE). Batches are homogeneous (all images or all videos); the stage interleaves them.
 
@@ -25,6 +26,28 @@ import torch.nn as nn
 
 from dfer.models.unilearn import Block, PatchEmbed3D, sinusoid_table
 from dfer.pretrain.mae import Masking, masked_patch_loss, num_visible, patchify, random_masking
+
+
+def tube_masking(tokens: torch.Tensor, slices: int, mask_ratio: float,
+                 generator: torch.Generator | None = None) -> Masking:
+    """VideoMAE's tube masking of ``tokens [N, T*S, D]`` (``slices`` = T temporal slices of S spatial tokens): the
+    same ``int(S * (1 - ratio))`` spatial positions stay visible in every slice."""
+    n, length, d = tokens.shape
+    if length % slices:
+        raise ValueError(f"{length} tokens are not {slices} equal temporal slices")
+    per = length // slices
+    keep = num_visible(per, mask_ratio)
+    noise = torch.rand(n, per, device=tokens.device, generator=generator)
+    order = torch.argsort(noise, dim=1)                                   # spatial positions, kept first
+    offsets = (torch.arange(slices, device=tokens.device) * per).view(1, slices, 1)
+    kept = (order[:, None, :keep] + offsets).reshape(n, -1)
+    dropped = (order[:, None, keep:] + offsets).reshape(n, -1)
+    ids_shuffle = torch.cat([kept, dropped], dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    visible = torch.gather(tokens, 1, kept.unsqueeze(-1).expand(-1, -1, d))
+    mask = torch.ones(n, length, device=tokens.device, dtype=tokens.dtype)
+    mask[:, :kept.shape[1]] = 0
+    return Masking(visible, torch.gather(mask, 1, ids_restore), ids_restore, kept)
 
 MODALITIES = ("image", "video")
 
@@ -71,8 +94,9 @@ class DualModalMAE(nn.Module):
 
     def __init__(self, encoder: DualModalEncoder, decoder_embed_dim: int = 384, decoder_depth: int = 4,
                  decoder_num_heads: int = 6, mlp_ratio: float = 4.0, image_mask_ratio: float = 0.9,
-                 video_mask_ratio: float = 0.95, norm_pix_loss: bool = True):
+                 video_mask_ratio: float = 0.95, norm_pix_loss: bool = True, tube_masking: bool = True):
         super().__init__()
+        self.tube_masking = bool(tube_masking)
         for ratio in (image_mask_ratio, video_mask_ratio):
             num_visible(1, ratio)  # validates
         self.encoder = encoder
@@ -111,9 +135,14 @@ class DualModalMAE(nn.Module):
 
     def forward(self, x: torch.Tensor, mask_ratio: float | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ratio = self.mask_ratio[self.modality(x)] if mask_ratio is None else float(mask_ratio)
+        modality = self.modality(x)
+        ratio = self.mask_ratio[modality] if mask_ratio is None else float(mask_ratio)
         tokens = self.encoder.tokens(x)
-        m: Masking = random_masking(tokens, ratio, generator)
+        slices = self.as_tubelets(x).shape[2] // self.patch[0]
+        if modality == "video" and self.tube_masking and slices > 1:
+            m: Masking = tube_masking(tokens, slices, ratio, generator)
+        else:
+            m = random_masking(tokens, ratio, generator)
         latent = self.encoder_to_decoder(self.encoder(m.kept))
         n, length = m.mask.shape
         pos = self.decoder_pos_embed[:, :length].to(latent.dtype).expand(n, -1, -1)
