@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 
 from dfer.models.unilearn import Block, PatchEmbed3D, sinusoid_table
-from dfer.pretrain.mae import Masking, masked_patch_loss, num_visible, patchify, random_masking
+from dfer.pretrain.mae import (Masking, _init_linear_and_norm, masked_patch_loss, num_visible, patchify,
+                              random_masking)
 
 
 def tube_masking(tokens: torch.Tensor, slices: int, mask_ratio: float,
@@ -113,13 +114,7 @@ class DualModalMAE(nn.Module):
                              persistent=False)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         for m in [self.encoder_to_decoder, *self.decoder.modules(), self.encoder.norm]:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            _init_linear_and_norm(m)  # the new parts; the encoder keeps the UniLearn model's init
 
     @staticmethod
     def modality(x: torch.Tensor) -> str:

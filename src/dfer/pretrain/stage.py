@@ -111,14 +111,21 @@ def accumulation(settings: dict, world_size: int = 1) -> int:
     return eff // batch
 
 
-# ---- images -----------------------------------------------------------------------------------------
-def _list_images(spec: str, base: Path) -> list:
-    from dfer.data.adapters import Sample
+# ---- images and videos ------------------------------------------------------------------------------
+SOURCE_HINTS = {"image": "for the synthetic Generic set run `dfer synth --datasets Generic`",
+                "video": "VoxCeleb2: its dev/mp4 folder; synthetic: `dfer synth --datasets VoxCeleb2`"}
 
+
+def _list_files(spec: str, base: Path, kind: str) -> list:
+    """``Sample`` records (label -1) of every ``kind`` ("image" | "video") file below a folder (recursively) or
+    listed in a list file (one path per line, relative to the list's folder; ``#`` comments)."""
+    from dfer.data.adapters import VIDEO_EXTS, Sample
+
+    exts = IMAGE_EXTS if kind == "image" else VIDEO_EXTS
     p = Path(spec)
     p = p if p.is_absolute() else base / p
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in exts and f.is_file())
         where = [str(f.relative_to(p)) for f in files]
     elif p.is_file():
         lines = [(i, ln.strip()) for i, ln in enumerate(p.read_text().splitlines(), 1)]
@@ -126,9 +133,11 @@ def _list_images(spec: str, base: Path) -> list:
         files = [Path(ln) if Path(ln).is_absolute() else p.parent / ln for _, ln in lines]
         where = [f"{p}:{i}" for i, _ in lines]
     else:
-        raise ConfigError(f"{p}: image folder or list file not found (pretrain source {{images: {spec}}}); "
-                          "for the synthetic Generic set run `dfer synth --datasets Generic`")
-    return [Sample(id=str(f), label=-1, path=f, kind="image", dataset="images", source=w)
+        raise ConfigError(f"{p}: {kind} folder or list file not found (pretrain source {{{kind}s: {spec}}}); "
+                          f"{SOURCE_HINTS[kind]}")
+    if not files:
+        raise ConfigError(f"{p}: no {kind} files ({', '.join(exts)}) below it")
+    return [Sample(id=str(f), label=-1, path=f, kind=kind, dataset=f"{kind}s", source=w)
             for f, w in zip(files, where)]
 
 
@@ -145,36 +154,14 @@ def image_samples(sources: list[dict], base: Path | None = None) -> list:
                                   "image datasets (AffectNet-7/8, RAF-DB, FERPlus) or {images: ...}")
             out += load_dataset_entry(src["dataset"], src["entry"], src["split"], base=base)
         else:
-            out += _list_images(src["images"], base)
+            out += _list_files(src["images"], base, "image")
     return out
 
 
 def video_samples(sources: list[dict], base: Path | None = None) -> list:
     """Every video of ``{videos: PATH}`` sources (a folder, recursively, or a list file), in a fixed order."""
-    from dfer.data.adapters import VIDEO_EXTS, Sample
-
     base = Path(base) if base is not None else _project_base()
-    out = []
-    for src in sources:
-        p = Path(src["videos"])
-        p = p if p.is_absolute() else base / p
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTS and f.is_file())
-            where = [str(f.relative_to(p)) for f in files]
-        elif p.is_file():
-            lines = [(i, ln.strip()) for i, ln in enumerate(p.read_text().splitlines(), 1)]
-            lines = [(i, ln) for i, ln in lines if ln and not ln.startswith("#")]
-            files = [Path(ln) if Path(ln).is_absolute() else p.parent / ln for _, ln in lines]
-            where = [f"{p}:{i}" for i, _ in lines]
-        else:
-            raise ConfigError(f"{p}: video folder or list file not found (pretrain video source {{videos: "
-                              f"{src['videos']}}}); VoxCeleb2: its dev/mp4 folder; synthetic: `dfer synth "
-                              "--datasets VoxCeleb2`")
-        if not files:
-            raise ConfigError(f"{p}: no video files ({', '.join(VIDEO_EXTS)}) below it")
-        out += [Sample(id=str(f), label=-1, path=f, kind="video", dataset="videos", source=w)
-                for f, w in zip(files, where)]
-    return out
+    return [v for src in sources for v in _list_files(src["videos"], base, "video")]
 
 
 def _project_base() -> Path:
