@@ -206,3 +206,23 @@ def test_image_batches_train_the_image_head_and_clips_the_video_head():
         micro_step_loss(model, batch, st, torch.device("cpu")).backward()
         other = "video" if task == "image" else "image"
         assert model.head[task].weight.grad is not None and model.head[other].weight.grad is None, task
+
+
+def test_flops_of_one_view_are_counted_and_scale_with_the_frames(tmp_path):
+    """eval.json's FLOPs (`gflops` in the tables): counted by torch's flop counter on one test view; a ViT's
+    grow with the tokens, so twice the frames cost about twice as much."""
+    import torch
+
+    from dfer.engine.evaluate import model_flops
+    from dfer.engine.loop import build_model
+    from dfer.workflow.tables import metric_value
+
+    counts = {}
+    for frames in (4, 8):
+        cfg = run_config(tmp_path / "DFEW", tmp_path / "out", {**FAST, "data.num_frames": frames})
+        flops = model_flops(build_model(cfg, init=False, verbose=False), cfg, None, torch.device("cpu"))
+        assert flops["input"] == [1, 3, frames, 32, 32] and flops["landmark_net_gmacs"] == 0
+        assert flops["model_gflops"] == pytest.approx(2 * flops["model_gmacs"])
+        counts[frames] = flops["model_gmacs"]
+    assert 1.8 < counts[8] / counts[4] < 2.2
+    assert metric_value({"flops": {"model_gmacs": 6.33}}, "gflops", "DFEW", "DFEW") == 6.33

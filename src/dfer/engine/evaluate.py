@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from dfer.config import ConfigError
 from dfer.engine import checkpointing as ck
-from dfer.engine.loop import Precision, build_landmarks, build_model, predict_views
+from dfer.engine.loop import Precision, build_landmarks, build_model, landmark_input, predict_views
 from dfer.engine.metrics import average_views, plot_confusion, summarize
 from dfer.models.params import count_parameters
 from dfer.engine.runconfig import BEST_ON_TEST_LABEL, check, class_names, load_run_config, project_base, run_hash
@@ -151,6 +151,7 @@ def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
         "epoch": epoch if epoch is not None else meta.get("epoch"),
         "checkpoint": str(checkpoint),
         "parameters": dict(zip(("total", "tunable"), count_parameters(model))),
+        "flops": model_flops(model, cfg, lmk_net, device),
         "protocol": {"views_per_video": res["views"], **cfg["data"]["test_views"],
                      "identical_spatial_crops": "computed once (square resize: every crop is the whole frame)",
                      "aggregation": "mean of softmax over views"},
@@ -168,6 +169,28 @@ def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
     report.update(extra or {})
     write_outputs(report, res, classes, out_json)
     return report
+
+
+@torch.no_grad()
+def model_flops(model: nn.Module, cfg: dict, lmk_net: nn.Module | None, device: torch.device) -> dict:
+    """FLOPs of one test view (``torch.utils.flop_counter``: a multiply-add counts 2, as fvcore's "FLOPs" count 1
+    MAC, so ``gmacs`` is the number papers usually print as GFLOPs): the model on a ``[1, 3, T, S, S]`` clip with
+    its landmark features, and the landmark net on its T frames, counted apart."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    data = cfg["data"]
+    video = torch.zeros(1, 3, int(data["num_frames"]), int(data["input_size"]), int(data["input_size"]),
+                        device=device)
+    with FlopCounterMode(display=False) as lmk_count:
+        lmk = landmark_input({}, video, lmk_net, use_cache=False)
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as count:
+        model(video, lmk)
+    model.train(was_training)
+    flops, lmk_flops = count.get_total_flops(), lmk_count.get_total_flops()
+    return {"input": list(video.shape), "model_gflops": flops / 1e9, "model_gmacs": flops / 2e9,
+            "landmark_net_gmacs": lmk_flops / 2e9}
 
 
 def write_outputs(report: dict, res: dict, classes: list[str], out_json: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 from dfer.config import ConfigError
 
 METRIC_LABEL = {"uar": "UAR", "war": "WAR", "acc": "Acc", "ion": "ION", "params_m": "Params (M)",
-                "tunable_m": "Tunable Params (M)"}
+                "tunable_m": "Tunable Params (M)", "gflops": "GFLOPs"}
 NOT_MEASURED = "not measured"
 NOT_RUN = "not run"
 
@@ -63,6 +63,9 @@ def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | 
     if metric == "tunable_m":  # the model's trainable parameters (after the freezing rule), in millions
         params = ev.get("parameters")
         return None if params is None else params["tunable"] / 1e6
+    if metric == "gflops":  # one test view, counted (evaluate.model_flops); papers' "GFLOPs" are multiply-adds
+        flops = ev.get("flops")
+        return None if flops is None else float(flops["model_gmacs"])
     scale = _scale(block)
     if metric in ("war", "acc"):
         v = _get(block, "war", "WAR", "acc", "accuracy")
@@ -83,7 +86,8 @@ def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | 
         else:
             v = None
     else:
-        raise ConfigError(f"unknown metric {metric!r} (uar | war | acc | class:<name> | ion | params_m)")
+        raise ConfigError(f"unknown metric {metric!r} (uar | war | acc | class:<name> | ion | params_m | "
+                          "tunable_m | gflops)")
     return None if v is None else float(v) * scale
 
 
