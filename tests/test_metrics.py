@@ -97,6 +97,49 @@ def test_layer_decay_scales_each_layers_lr():
     assert {g["lr_scale"] for g in param_groups(model, 0.05)} == {1.0}          # 1.0 = off
 
 
+def test_layer_decay_reaches_unilearn_blocks():
+    """UniLearn keeps its blocks in a ModuleList (S4D): layer decay 0.75 must still shrink the early blocks' lr."""
+    from dfer.models import create_model
+
+    model = create_model("unilearn_tiny", num_classes=7)
+    scale = {id(p): g["lr_scale"] for g in param_groups(model, 0.05, layer_decay=0.75) for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert scale[id(named["head.video.weight"])] == 1.0
+    assert scale[id(named["blocks.3.attn.qkv.weight"])] == 0.75
+    assert scale[id(named["blocks.0.attn.qkv.weight"])] == pytest.approx(0.75 ** 4)
+    assert scale[id(named["patch_embed.proj.weight"])] == pytest.approx(0.75 ** 5)
+
+
+def test_exponential_schedule_and_sgd_for_nr_dfernet():
+    from dfer.engine.schedule import exponential_schedule, lr_schedule
+
+    s = exponential_schedule(1e-3, 0.5, epochs=3, steps_per_epoch=4)
+    np.testing.assert_allclose(s, [1e-3] * 4 + [5e-4] * 4 + [2.5e-4] * 4)
+    warm = exponential_schedule(1.0, 0.9, epochs=3, steps_per_epoch=2, warmup_epochs=1, warmup_start=0.0)
+    np.testing.assert_allclose(warm, [0.0, 1.0, 1.0, 1.0, 0.9, 0.9])
+    train = {"schedule": "exponential", "lr_gamma": 0.95, "warmup_epochs": 0, "optimizer": "sgd", "momentum": 0.9,
+             "weight_decay": 0.0, "layer_decay": 1.0, "betas": [0.9, 0.999]}
+    s = lr_schedule(train, {"lr": 1e-3, "min_lr": 0.0, "warmup_lr": 0.0}, epochs=70, steps_per_epoch=10)
+    assert s[0] == 1e-3 and s[-1] == pytest.approx(1e-3 * 0.95 ** 69)
+    opt = build_optimizer(torch.nn.Linear(3, 2), train, 1e-3)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
+    assert isinstance(build_optimizer(torch.nn.Linear(3, 2), {**train, "optimizer": "adamw"}, 1e-3), torch.optim.AdamW)
+
+
+def test_colour_jitter_changes_every_frame_alike_and_keeps_the_geometry():
+    from dfer.data.transforms import ClipAugment, color_jitter
+
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(40, 200, (1, 16, 16, 3), dtype=np.uint8), 4, axis=0)
+    out = color_jitter(frames, np.random.default_rng(1), 0.4)
+    assert out.dtype == np.uint8 and out.shape == frames.shape and not np.array_equal(out, frames)
+    assert all(np.array_equal(out[0], out[t]) for t in range(4))          # one draw per clip
+    assert np.array_equal(color_jitter(frames, np.random.default_rng(1), 0.0), frames)
+    aug = ClipAugment.from_dict(16, {"color_jitter": 0.4})
+    assert not aug.geometric                                              # cached landmark features stay valid
+    assert aug(frames, np.random.default_rng(2)).shape == (3, 4, 16, 16)
+
+
 def test_warmup_then_cosine_per_step():
     s = cosine_schedule(1.0, 0.0, epochs=4, steps_per_epoch=5, warmup_epochs=1, warmup_start=0.1)
     assert len(s) == 20
@@ -116,6 +159,7 @@ def test_optimizer_gets_only_trainable_params_and_no_decay_on_bias():
     decay, no_decay = groups[0]["params"], groups[1]["params"]
     assert [p.shape for p in decay] == [torch.Size([2, 3])]
     assert len(no_decay) == 4  # bias0, ln weight/bias, bias2
-    opt = build_optimizer(model, {"weight_decay": 0.05, "betas": [0.9, 0.999], "layer_decay": 1.0}, lr=1e-3)
+    opt = build_optimizer(model, {"weight_decay": 0.05, "betas": [0.9, 0.999], "layer_decay": 1.0,
+                                  "optimizer": "adamw"}, lr=1e-3)
     assert opt.defaults["betas"] == (0.9, 0.999)
     assert all(p is not model[0].weight for g in opt.param_groups for p in g["params"])

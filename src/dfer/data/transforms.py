@@ -22,7 +22,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # What "no augmentation" means (test mode, or a partial dict from a caller): every switch off.
 NO_AUGMENT = {"hflip": False, "random_resized_crop": False, "rand_augment": None,
-                    "mixup": 0.0, "cutmix": 0.0, "random_erasing": 0.0}
+                    "mixup": 0.0, "cutmix": 0.0, "random_erasing": 0.0, "color_jitter": 0.0}
 
 
 def resize_frames(frames: np.ndarray, size: int, mode: str = "square") -> np.ndarray:
@@ -109,6 +109,7 @@ class ClipAugment:
     random_resized_crop: bool = False
     rand_augment: str | None = None
     random_erasing: float = 0.0
+    color_jitter: float = 0.0   # brightness, contrast and saturation factors in [1 - j, 1 + j], one per clip
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
@@ -125,7 +126,8 @@ class ClipAugment:
     def from_dict(cls, input_size: int, augment: dict | None) -> "ClipAugment":
         aug = {**NO_AUGMENT, **(augment or {})}
         return cls(input_size, hflip=bool(aug["hflip"]), random_resized_crop=bool(aug["random_resized_crop"]),
-                   rand_augment=aug["rand_augment"] or None, random_erasing=float(aug["random_erasing"] or 0.0))
+                   rand_augment=aug["rand_augment"] or None, random_erasing=float(aug["random_erasing"] or 0.0),
+                   color_jitter=float(aug["color_jitter"] or 0.0))
 
     @property
     def geometric(self) -> bool:
@@ -150,6 +152,8 @@ class ClipAugment:
         """``uint8[T,H,W,3]`` (already resized to ``input_size``) -> normalised ``float32[3,T,S,S]``."""
         if self._ra is not None:
             frames = self._rand_augment(frames)
+        if self.color_jitter > 0:
+            frames = color_jitter(frames, rng, self.color_jitter)
         x = to_normalized_tensor(frames)
         if self.random_resized_crop:
             top, left, ch, cw = random_resized_crop_params(x.shape[2], x.shape[3], rng, self.scale, self.ratio)
@@ -161,6 +165,23 @@ class ClipAugment:
         if self.random_erasing > 0 and rng.random() < self.random_erasing:
             x = random_erase_(x, rng)
         return x.permute(1, 0, 2, 3).contiguous()
+
+
+def color_jitter(frames: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """torchvision ``ColorJitter(b, c, s)`` with b = c = s = ``strength``, the same factors for every frame of the
+    clip, in a random order: brightness scales the pixels, contrast blends with the clip's mean grey, saturation
+    with each frame's grey image. ``uint8[T,H,W,3]`` in and out."""
+    x = frames.astype(np.float32)
+    for op in rng.permutation(3):
+        f = float(rng.uniform(max(0.0, 1 - strength), 1 + strength))
+        if op == 0:
+            x = x * f
+        else:
+            grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+            ref = np.full_like(grey, grey.mean()) if op == 1 else grey
+            x = ref[..., None] + f * (x - ref[..., None])
+        x = np.clip(x, 0, 255)
+    return x.round().astype(np.uint8)
 
 
 class VideoMixup:

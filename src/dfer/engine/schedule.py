@@ -1,4 +1,5 @@
-"""Learning-rate recipe: linear scaling with the total batch, layer-wise decay, step-level warm-up + cosine.
+"""Learning-rate recipe: linear scaling with the total batch, layer-wise decay, step-level warm-up + cosine (or
+exponential decay); AdamW or SGD.
 
 Scaling: ``lr = lr * total_batch / lr_reference_batch`` (official S2D ``run_class_finetuning.py``: / 8; MAE
 and MAE-SFER: / 256); ``min_lr`` and ``warmup_lr`` are scaled by ``total_batch / min_lr_reference_batch``
@@ -29,6 +30,27 @@ def scaled_lrs(train: dict, total_batch: int) -> dict[str, float]:
             "warmup_lr": float(train["warmup_lr"]) * min_scale}
 
 
+def lr_schedule(train: dict, lrs: dict, epochs: int, steps_per_epoch: int) -> np.ndarray:
+    """Per-step lr of the run's ``train.schedule``: ``cosine`` (warm-up + half cosine, the official S2D / MAE) or
+    ``exponential`` (after the warm-up, ``lr * lr_gamma ** epoch``, stepped per epoch: NR-DFERNet's "decreased at
+    an exponential rate")."""
+    if train["schedule"] == "exponential":
+        return exponential_schedule(lrs["lr"], float(train["lr_gamma"]), epochs, steps_per_epoch,
+                                    float(train["warmup_epochs"]), lrs["warmup_lr"])
+    return cosine_schedule(lrs["lr"], lrs["min_lr"], epochs, steps_per_epoch, float(train["warmup_epochs"]),
+                           lrs["warmup_lr"])
+
+
+def exponential_schedule(base: float, gamma: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0,
+                         warmup_start: float = 0.0) -> np.ndarray:
+    """Linear warm-up, then ``base * gamma ** k`` in the k-th epoch after it (torch ``ExponentialLR``)."""
+    total = epochs * steps_per_epoch
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total)
+    head = np.linspace(warmup_start, base, warmup) if warmup > 0 else np.zeros(0)
+    k = np.arange(total - warmup) // max(steps_per_epoch, 1)
+    return np.concatenate([head, base * gamma ** k]).astype(np.float64)
+
+
 def cosine_schedule(base: float, final: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0,
                     warmup_start: float = 0.0) -> np.ndarray:
     """Per-step values ``[epochs * steps_per_epoch]``: linear warm-up, then half-cosine to ``final``."""
@@ -57,7 +79,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
     """Trainable parameters only; no weight decay for biases, 1-D tensors (norms) and the model's
     ``no_weight_decay()`` names (VideoMAE ``get_parameter_groups``); ``lr_scale`` per layer."""
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    depth = len(model.blocks) if isinstance(getattr(model, "blocks", None), nn.Sequential) else 0
+    depth = len(model.blocks) if isinstance(getattr(model, "blocks", None), (nn.Sequential, nn.ModuleList)) else 0
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -72,7 +94,9 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
     return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, train: dict, lr: float) -> torch.optim.AdamW:
-    betas = tuple(float(b) for b in train["betas"])
+def build_optimizer(model: nn.Module, train: dict, lr: float) -> torch.optim.Optimizer:
+    """``train.optimizer``: ``adamw`` (betas) or ``sgd`` (``momentum``), over :func:`param_groups`."""
     groups = param_groups(model, float(train["weight_decay"]), float(train["layer_decay"]))
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    if train["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=float(train["momentum"]))
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(float(b) for b in train["betas"]))

@@ -183,7 +183,7 @@ class Trainer:
 
 def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
     from dfer.data.transforms import mixup_fn
-    from dfer.engine.schedule import build_optimizer, cosine_schedule, scaled_lrs
+    from dfer.engine.schedule import build_optimizer, lr_schedule, scaled_lrs
     from dfer.models.params import count_parameters
 
     tr = cfg["train"]
@@ -225,8 +225,7 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
         sampler = JointBatchSampler(sampler, images, len(train_ds.videos), float(tr["joint"]["data_rate"]))
         image_mixup = mixup_fn(tr["augment"], len(dataset_classes(tr["joint"]["dataset"])),
                                label_smoothing=float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0)
-    schedule = cosine_schedule(lrs["lr"], lrs["min_lr"], int(tr["epochs"]), sampler.steps,
-                               float(tr["warmup_epochs"]), lrs["warmup_lr"])
+    schedule = lr_schedule(tr, lrs, int(tr["epochs"]), sampler.steps)
     smoothing = float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0
     mixup = mixup_fn(tr["augment"], len(classes), label_smoothing=smoothing)
     if mixup is not None and sampler.micro_batch % 2:
