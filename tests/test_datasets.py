@@ -206,3 +206,30 @@ def test_video_cutmix_pastes_the_same_box_into_every_frame():
     pasted = mixed[0, 0] > 0.5                       # sample 0 received a box from sample 1
     assert pasted.any() and all(torch.equal(pasted[0], pasted[t]) for t in range(5))
     assert torch.isclose(target[0, 1], pasted[0].float().mean(), atol=1e-4)
+
+
+def test_dynamic_sampling_spans_the_whole_video():
+    """NR-DFERNet's DS: U segments x V consecutive frames over the whole video, random inside each segment in
+    training, the middle at test; short videos repeat a segment's last frame."""
+    from dfer.data.sampling import dynamic_indices
+
+    test = dynamic_indices(80, 8, 2)
+    assert test.tolist() == [4, 5, 14, 15, 24, 25, 34, 35, 44, 45, 54, 55, 64, 65, 74, 75]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        train = dynamic_indices(80, 8, 2, rng)
+        assert all(10 * k <= train[2 * k] and train[2 * k + 1] == train[2 * k] + 1 <= 10 * k + 9 for k in range(8))
+    short = dynamic_indices(5, 8, 2)
+    assert len(short) == 16 and short.max() == 4 and np.all(np.diff(short) >= 0)
+
+
+def test_dataset_with_dynamic_sampling_reads_one_view_over_the_clip(clips):
+    ds = VideoClipDataset(clips, num_frames=16, input_size=32, mode="test", sampler="dynamic", segments=8,
+                          test_views={"temporal": 2, "spatial": 1})
+    assert len(ds) == 2 and ds.views_per_sample == 1
+    from dfer.data.sampling import dynamic_indices
+
+    assert frame_ids(ds[1]["video"]) == dynamic_indices(30, 8, 2).tolist()   # the 30-frame video, end to end
+    assert frame_ids(ds[1]["video"])[0] == 0 and frame_ids(ds[1]["video"])[-1] == 28
+    with pytest.raises(ValueError, match="segments"):
+        VideoClipDataset(clips, num_frames=12, sampler="dynamic", segments=8)

@@ -19,10 +19,11 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from dfer.data.adapters import VIDEO_DATASETS, Sample, cache_name, load_dataset_entry
 from dfer.data.clips import open_clip, read_image
 from dfer.data.errors import DataError
-from dfer.data.sampling import test_views, train_indices
+from dfer.data.sampling import dynamic_indices, test_views, train_indices
 from dfer.data.transforms import ClipAugment, resize_frames, spatial_crops, to_normalized_tensor
 
 MODES = ("train", "test")
+SAMPLERS = ("dense", "dynamic")   # dense: the official window (TI); dynamic: NR-DFERNet's U segments x V frames (DS)
 FEATURE_FIX = "run `dfer extract-features` for this dataset (or set data.features: null)"
 
 
@@ -67,13 +68,20 @@ class VideoClipDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], num_frames: int = 16, sampling_rate: int = 1,
                  input_size: int = 224, mode: str = "train", augment: dict | None = None,
                  test_views: dict | None = None, feature_cache: str | os.PathLike | None = None,
-                 resize: str = "square", backend: str = "auto"):
+                 resize: str = "square", backend: str = "auto", sampler: str = "dense", segments: int = 8):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.samples = list(samples)
         self.num_frames, self.sampling_rate, self.input_size = num_frames, sampling_rate, input_size
         self.mode, self.resize, self.backend = mode, resize, backend
+        if sampler not in SAMPLERS:
+            raise ValueError(f"data.sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if sampler == "dynamic" and num_frames % segments:
+            raise ValueError(f"dynamic sampling: num_frames {num_frames} is not segments ({segments}) x frames each")
+        self.sampler, self.segments = sampler, int(segments)
         views = {"temporal": 2, "spatial": 2, **(test_views or {})}
+        if sampler == "dynamic":  # one view spans the whole video
+            views["temporal"] = 1
         self.n_temporal, self.n_spatial = (int(views["temporal"]), int(views["spatial"])) if mode == "test" \
             else (1, 1)
         # After the official square resize every spatial crop is the whole frame: the crops are identical, so
@@ -106,6 +114,9 @@ class VideoClipDataset(Dataset):
         return sample_index, view // self.n_spatial, view % self.n_spatial
 
     def frame_indices(self, n_frames: int, temporal_view: int = 0) -> np.ndarray:
+        if self.sampler == "dynamic":
+            return dynamic_indices(n_frames, self.segments, self.num_frames // self.segments,
+                                   _item_rng() if self.mode == "train" else None)
         if self.mode == "train":
             return train_indices(n_frames, self.num_frames, self.sampling_rate, _item_rng())
         return test_views(n_frames, self.num_frames, self.n_temporal, self.sampling_rate)[temporal_view]
@@ -192,7 +203,8 @@ def run_dataset(data: dict, dataset: str, split: str, fold: int | None, mode: st
     if dataset in VIDEO_DATASETS:
         return VideoClipDataset(samples, num_frames=int(data["num_frames"]), sampling_rate=int(data["sampling_rate"]),
                                 input_size=int(data["input_size"]), mode=mode, augment=augment,
-                                test_views=data["test_views"], feature_cache=features, backend=data["video_backend"])
+                                test_views=data["test_views"], feature_cache=features, backend=data["video_backend"],
+                                sampler=data["sampler"], segments=int(data["segments"]))
     return ImageDataset(samples, input_size=int(data["input_size"]), mode=mode, augment=augment,
                         feature_cache=features)
 

@@ -52,3 +52,20 @@ def test_views(n_frames: int, num_frames: int = 16, n_temporal: int = 2,
 
 
 test_views.__test__ = False  # not a pytest test, even when imported into a test module
+
+
+def dynamic_indices(n_frames: int, segments: int, per_segment: int,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """NR-DFERNet's dynamic sampling (DS, its §3.2): the whole video cut into ``segments`` equal parts, ``per_segment``
+    consecutive frames from each: at a random start inside the part in training (``rng``), from its middle at
+    test (``rng=None``). A part shorter than ``per_segment`` repeats its last frame. int64[segments * per_segment]."""
+    if n_frames <= 0:
+        raise ValueError(f"cannot sample from a clip with {n_frames} frames")
+    bounds = np.linspace(0, n_frames, segments + 1)
+    out = []
+    for k in range(segments):
+        lo, hi = int(bounds[k]), max(int(bounds[k + 1]), int(bounds[k]) + 1)
+        room = max(hi - lo - per_segment, 0)
+        start = lo + (int(rng.integers(0, room + 1)) if rng is not None else room // 2)
+        out.append(np.minimum(np.arange(start, start + per_segment), min(hi, n_frames) - 1))
+    return np.concatenate(out).astype(np.int64)

@@ -253,7 +253,8 @@ class Planner:
     def _run_data(self, dataset: str) -> dict:
         data = self.params["data"]
         return {**self._dataset_data(dataset),
-                **{k: copy.deepcopy(data[k]) for k in ("num_frames", "sampling_rate", "input_size", "test_views",
+                **{k: copy.deepcopy(data[k]) for k in ("num_frames", "sampling_rate", "sampler", "segments",
+                                                       "input_size", "test_views",
                                                        "oversample", "subset")},
                "features": None}
 
