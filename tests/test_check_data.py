@@ -114,3 +114,45 @@ def test_ferplus_publictest_is_checked_too(tmp_path, capsys):
     assert rc == 1
     assert "FERPlus: 1 problem(s) — 3 split file(s), 2 samples, 2 items checked" in out
     assert "FER2013Valid/label.csv:1: image fer2013valid.png: vote counts" in out
+
+
+def afew_layout(root: Path):
+    """AFEW 7.0: Train/<Emotion>/<clip>.avi and Val/<Emotion>/<clip>.avi."""
+    for split, emotion, clip in (("Train", "Happy", "000101"), ("Train", "Angry", "000102"), ("Val", "Sad", "000201")):
+        video.write_video(root / split / emotion / f"{clip}.avi", np.full((6, 32, 32, 3), 60, np.uint8))
+
+
+def test_afew_clean_then_every_bad_item_named(tmp_path, capsys):
+    from dfer.data.adapters import load_split
+
+    root = tmp_path / "AFEW"
+    afew_layout(root)
+    rc, out = run(capsys, "AFEW", "--set", f"data.datasets.AFEW.root={root}")
+    assert rc == 0 and out.startswith("AFEW: ok"), out
+    train = load_split("AFEW", root, "train", format="official")
+    assert [(s.id, s.label, s.kind) for s in train] == [("Angry/000102", 0, "video"), ("Happy/000101", 3, "video")]
+    assert [s.id for s in load_split("AFEW", root, "test", format="official")] == ["Sad/000201"]
+    # A misspelt emotion folder, a corrupt clip and an empty emotion folder: all three in one report.
+    video.write_video(root / "Train" / "Happiness" / "000103.avi", np.full((6, 32, 32, 3), 60, np.uint8))
+    bad = root / "Train" / "Angry" / "000102.avi"
+    bad.write_bytes(bad.read_bytes()[:200])
+    (root / "Val" / "Fear").mkdir()
+    rc, out = run(capsys, "AFEW", "--set", f"data.datasets.AFEW.root={root}")
+    assert rc == 1
+    assert f"{root / 'Train' / 'Happiness'}: unknown emotion folder 'Happiness'" in out
+    assert str(bad) in out and f"{root / 'Val' / 'Fear'}: no video files" in out
+
+
+def test_synthetic_afew_has_the_layout_the_adapter_reads(tmp_path):
+    from dfer.config import deep_merge, load_params
+    from dfer.data.adapters import load_split
+    from dfer.data.synth.generate import generate
+
+    synth = deep_merge(load_params(ROOT / "params.yaml")["synth"], {"afew": {"clips": 28, "width": 64, "height": 48,
+                                                                            "frames": [6, 8]}})
+    generate(tmp_path, ["AFEW"], 1, synth, progress=False)
+    train = load_split("AFEW", tmp_path / "AFEW", "train", format="official")
+    val = load_split("AFEW", tmp_path / "AFEW", "test", format="official")
+    assert len(train) + len(val) == 28 and len(val) >= 7
+    assert {s.label for s in train} == set(range(7)) and all(s.path.suffix == ".avi" for s in train)
+    assert all((tmp_path / "AFEW" / "_groundtruth" / f"{s.id.replace('/', '__')}.json").is_file() for s in val)

@@ -19,6 +19,7 @@ AffectNet  official    Manually_Annotated_file_lists/{training,validation}.csv  
 RAF-DB     official    basic/EmoLabel/list_patition_label.txt  (``train_00001.jpg 5``)          1-based codes
 FERPlus    official    FER2013{Train,Valid,Test}/label.csv + PNGs, or FERPlus/fer2013new.csv    majority vote
                        (votes) + fer2013/fer2013.csv (pixels)
+AFEW       official    no list: {Train,Val}/<Emotion>/<clip>.avi (Val is the test split)         folder names
 =========  ==========  =====================================================================  ==============
 
 ``mae_dfer`` files are the lists MAE-DFER's ``preprocess/*.py`` write to its ``saved/data/`` (same sub-paths):
@@ -39,7 +40,7 @@ import numpy as np
 from dfer.data import labels
 from dfer.data.errors import DataError
 
-VIDEO_DATASETS = ("DFEW", "MAFW", "FERV39K")
+VIDEO_DATASETS = ("DFEW", "MAFW", "FERV39K", "AFEW")
 IMAGE_DATASETS = ("AffectNet-7", "AffectNet-8", "RAF-DB", "FERPlus")
 FOLDED_DATASETS = ("DFEW", "MAFW")
 FORMATS = ("s2d", "official", "mae_dfer")
@@ -261,6 +262,39 @@ def _load_clips(dataset: str, root: Path, split: str, fold: int | None, fmt: str
         else:
             item, kind = layout.item(clip_id)
         samples.append(Sample(clip_id, label, item, kind, dataset, where, frame_order))
+    return samples
+
+
+AFEW_FOLDERS = {"train": "Train", "test": "Val"}
+
+
+def _load_afew(root: Path, split: str, frames, frame_order: str, report) -> list[Sample]:
+    """AFEW 7.0 (EmotiW): ``<root>/{Train,Val}/<Emotion>/<clip>.avi``, the label is the folder name. With
+    ``frames`` (e.g. faces aligned by ``dfer align`` or RetinaFace crops), ``<frames>/<Split>/<Emotion>/<clip>/``
+    frame folders are read instead of the videos."""
+    split_dir = root / AFEW_FOLDERS[split]
+    if not split_dir.is_dir():
+        report(DataError(split_dir, f"AFEW {split} folder not found", "expected <root>/Train/<Emotion>/<clip>.avi "
+                         "and <root>/Val/...; check data.datasets.AFEW.root"))
+        return []
+    classes = labels.CLASSES["AFEW"]
+    frame_root = _resolve(root, frames) / AFEW_FOLDERS[split] if frames else None
+    samples: list[Sample] = []
+    for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        if folder.name not in classes:
+            report(DataError(folder, f"unknown emotion folder {folder.name!r}",
+                             f"AFEW's folders are {', '.join(classes)}; rename or remove it"))
+            continue
+        clips = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS)
+        if not clips:
+            report(DataError(folder, "no video files in this emotion folder", f"expected {', '.join(VIDEO_EXTS)}"))
+        for clip in clips:
+            clip_id = f"{folder.name}/{clip.stem}"
+            if frame_root is not None:
+                samples.append(Sample(clip_id, classes.index(folder.name), frame_root / folder.name / clip.stem,
+                                      "frames", "AFEW", str(clip), frame_order))
+            else:
+                samples.append(Sample(clip_id, classes.index(folder.name), clip, "video", "AFEW", str(clip)))
     return samples
 
 
@@ -509,7 +543,11 @@ def load_split(dataset: str, root: str | os.PathLike, split: str, fold: int | No
         raise ValueError(f"unknown split {split!r}; use train or test")
     root = Path(root)
     report = _Collector(problems)
-    if dataset in VIDEO_DATASETS:
+    if dataset == "AFEW":
+        if split == "val":
+            raise ValueError("AFEW: its Val folder is the test split (the Test labels are withheld); use test")
+        samples = _load_afew(root, split, frames, frame_order, report)
+    elif dataset in VIDEO_DATASETS:
         if split == "val":
             raise ValueError(f"{dataset} has no validation split (the official code validates on test)")
         fold = _fold_arg(dataset, fold)

@@ -21,6 +21,8 @@ CLASSES: dict[str, list[str]] = {
     "AffectNet-8": ["Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt"],
     # RAF-DB basic list_patition_label.txt codes 1..7, minus one.
     "RAF-DB": ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"],
+    # AFEW 7.0 (EmotiW): the emotion folder names of Train/ and Val/, alphabetical.
+    "AFEW": ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"],
     # FERPlus fer2013new.csv vote columns, in file order (unknown/NF are not classes).
     "FERPlus": ["Neutral", "Happiness", "Surprise", "Sadness", "Anger", "Disgust", "Fear", "Contempt"],
 }

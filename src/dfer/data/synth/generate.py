@@ -15,7 +15,8 @@ from dfer.data.synth.writers import WRITERS
 GENERATOR_VERSION = 1
 DATASETS = list(WRITERS)                      # directory names under --out
 SETTINGS_KEY = {"DFEW": "dfew", "MAFW": "mafw", "FERV39K": "ferv39k", "AffectNet": "affectnet",
-                "RAF-DB": "rafdb", "FERPlus": "ferplus", "Generic": "generic", "VoxCeleb2": "voxceleb2"}
+                "RAF-DB": "rafdb", "FERPlus": "ferplus", "Generic": "generic", "VoxCeleb2": "voxceleb2",
+                "AFEW": "afew"}
 
 def resolve_settings(synth: dict) -> dict:
     """A params.yaml ``synth`` section (complete: the schema requires every key), checked where the schema

@@ -30,10 +30,11 @@ def _frames(root: Path, dataset: str, item_id: str, gt: dict) -> list[np.ndarray
         return [cv2.imread(str(root / "basic" / "Image" / "aligned" / f"{item_id}_aligned.jpg"))[..., ::-1]]
     if dataset == "Generic":
         return [cv2.imread(str(root / "images" / f"{item_id}.jpg"))[..., ::-1]]
-    if dataset == "VoxCeleb2":
+    if dataset in ("VoxCeleb2", "AFEW"):
         import av
 
-        with av.open(str(root / f"{item_id}.mp4")) as c:
+        path = root / f"{item_id}.mp4" if dataset == "VoxCeleb2" else root / f"{gt['split']}/{item_id}.avi"
+        with av.open(str(path)) as c:
             return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     raise KeyError(dataset)
 
@@ -62,7 +63,7 @@ def write_preview(root: Path, dataset: str, rows: int = 6, cols: int = 8) -> Pat
     grid = []
     if dataset == "FERPlus":
         pixels = list(csv.reader(open(root / "fer2013" / "fer2013.csv", newline="")))[1:]
-    for p in paths[: rows if dataset in ("DFEW", "MAFW", "FERV39K", "VoxCeleb2") else rows * cols]:
+    for p in paths[: rows if dataset in ("DFEW", "MAFW", "FERV39K", "VoxCeleb2", "AFEW") else rows * cols]:
         gt = json.loads(p.read_text())
         item_id = p.stem.replace("__", "/")
         if dataset == "FERPlus":

@@ -258,6 +258,37 @@ def write_ferv39k(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, prog
             "label_noise": float(np.mean([a != t for a, t in zip(ann, truth)]))}
 
 
+# ------------------------------------------------------------------------------------------ AFEW
+def write_afew(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
+    """AFEW 7.0's layout: ``{Train,Val}/<Emotion>/<5-digit id>.avi`` (movie scenes: the face is not centred)."""
+    ds = "AFEW"
+    classes = labels.classes(ds)
+    emotions = ex.dataset_emotions(ds)
+    n = _n(cfg, "clips", cfg["scale"], 4 * len(classes))
+    rng = item_rng(seed, ds, "plan")
+    ann = annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=4)
+    val = stratified_test(rng, ann, cfg["val_fraction"])
+    ids = [f"{int(i):06d}" for i in rng.choice(np.arange(1, 999999), n, replace=False)]
+    size = (int(cfg["height"]), int(cfg["width"]))
+    lo, hi = cfg["frames"]
+    gt_dir = tmp / "_groundtruth"
+    truth, n_frames, counts = [], 0, {}
+    for i in progress(range(n), desc=ds):
+        r_ = item_rng(seed, ds, i)
+        true = ex.true_from_annotated(r_, ann[i], cfg["label_noise"], emotions)
+        T = int(r_.integers(lo, hi + 1))
+        r = render_clip(r_, true, T, size, "wild", diff, face_width=tuple(cfg["face_width"]))
+        rel = f"{'Val' if val[i] else 'Train'}/{classes[emotions.index(ann[i])]}/{ids[i]}"
+        _write_mp4(tmp / f"{rel}.avi", r.frames, int(cfg["fps"]))
+        write_clip_groundtruth(gt_dir, rel.split("/", 1)[1], r, ann[i], {"split": rel.split("/")[0]})
+        truth.append(true)
+        n_frames += T
+    for split, is_val in (("train", False), ("test", True)):
+        counts[split] = _counts([ann[i] for i in range(n) if val[i] == is_val], classes)
+    return {"items": n, "frames": n_frames, "counts": counts, "all": _counts(ann, classes),
+            "label_noise": float(np.mean([a != t for a, t in zip(ann, truth)]))}
+
+
 # ------------------------------------------------------------------------------------------ AffectNet
 AFFECTNET_CODES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt"]
 # Typical (valence, arousal) per emotion, for the valence/arousal columns.
@@ -466,4 +497,5 @@ from dfer.data.synth.generic import write_generic  # noqa: E402  (non-face image
 from dfer.data.synth.voxceleb2 import write_voxceleb2  # noqa: E402  (unlabelled talking faces, see voxceleb2.py)
 
 WRITERS = {"DFEW": write_dfew, "MAFW": write_mafw, "FERV39K": write_ferv39k, "AffectNet": write_affectnet,
-           "RAF-DB": write_rafdb, "FERPlus": write_ferplus, "Generic": write_generic, "VoxCeleb2": write_voxceleb2}
+           "RAF-DB": write_rafdb, "FERPlus": write_ferplus, "Generic": write_generic, "VoxCeleb2": write_voxceleb2,
+           "AFEW": write_afew}
