@@ -226,3 +226,25 @@ def test_flops_of_one_view_are_counted_and_scale_with_the_frames(tmp_path):
         counts[frames] = flops["model_gmacs"]
     assert 1.8 < counts[8] / counts[4] < 2.2
     assert metric_value({"flops": {"model_gmacs": 6.33}}, "gflops", "DFEW", "DFEW") == 6.33
+
+
+def test_evaluation_counts_how_often_the_snippet_filter_fires(tmp_path):
+    """NR-DFERNet's snippet-based filter acts at inference only; predict_views counts the views it changed."""
+    import torch
+
+    from dfer.data.adapters import load_split
+    from dfer.data.datasets import VideoClipDataset
+    from dfer.engine.loop import predict_views
+    from dfer.models import create_model
+
+    write_dfew(tmp_path / "DFEW", n_train=7, n_test=7, frames=8)
+    samples = load_split("DFEW", tmp_path / "DFEW", "test", fold=1, frames="Clip/clip_224x224_16f")
+    ds = VideoClipDataset(samples, num_frames=8, input_size=64, mode="test", test_views={"temporal": 2, "spatial": 1})
+    torch.manual_seed(0)
+    model = create_model("nr_dfernet_tiny", num_classes=7, num_frames=8, img_size=64, neutral_index=2)
+    model.sf_mu1, model.sf_mu2 = 0.0, 1.0          # every clip passes the test: the filter fires on all 14 views
+    assert predict_views(model, ds, torch.device("cpu"), 4, show=False).filtered == 14
+    model.sf_mu1 = 1.0                              # no snippet is that sure: it never fires
+    assert predict_views(model, ds, torch.device("cpu"), 4, show=False).filtered == 0
+    model.snippet_filter_enabled = False
+    assert predict_views(model, ds, torch.device("cpu"), 4, show=False).filtered is None

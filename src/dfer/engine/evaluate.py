@@ -71,7 +71,7 @@ def score_dataset(model: nn.Module, cfg: dict, dataset_obj, device: torch.device
     labels = np.asarray([s.label for s in dataset_obj.samples], dtype=np.int64)
     return {"probs": probs, "feats": feats, "labels": labels, "ids": [s.id for s in dataset_obj.samples],
             "views": int(getattr(dataset_obj, "views_per_sample", 1)), "clips": out.clips,
-            "seconds": out.seconds}
+            "seconds": out.seconds, "filtered": out.filtered}
 
 
 def cross_scores(probs: np.ndarray, labels: np.ndarray, src_classes: list[str], dst_classes: list[str],
@@ -164,6 +164,9 @@ def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
             ores = score_dataset(model, cfg, ods, device, lmk_net, precision, show=show, desc=f"test {other}")
             report["cross"][other] = cross_scores(ores["probs"], ores["labels"], classes,
                                                   class_names({"dataset": other}), ores["ids"])
+    if res["filtered"] is not None:  # NR-DFERNet: how often its snippet-based filter removed "neutral"
+        report["snippet_filter"] = {"views": res["clips"], "filtered": res["filtered"],
+                                    "rate": res["filtered"] / max(res["clips"], 1)}
     report["seconds"] = round(time.perf_counter() - t0, 3)
     report["clips_per_s"] = round(res["clips"] / res["seconds"], 3) if res["seconds"] > 0 else None
     report.update(extra or {})

@@ -408,6 +408,7 @@ class ViewOutputs:
     view: np.ndarray           # [N_items]
     clips: int = 0
     seconds: float = 0.0
+    filtered: int | None = None  # views whose prediction NR-DFERNet's snippet filter changed (None: no filter)
 
     @property
     def rate(self) -> float:
@@ -430,7 +431,7 @@ def predict_views(model: nn.Module, dataset: Dataset, device: torch.device, batc
     use_cache = bool(getattr(dataset, "uses_feature_cache", False))
     probs, feats, sidx, views = [], [], [], []
     t0 = time.perf_counter()
-    clips = 0
+    clips, filtered = 0, None
     pbar = bar(len(loader), desc, enabled=show)
     for batch in loader:
         video = batch["video"].to(device, non_blocking=True)
@@ -439,6 +440,9 @@ def predict_views(model: nn.Module, dataset: Dataset, device: torch.device, batc
             logits, feat = model(video, lmk)
         probs.append(torch.softmax(logits.float(), dim=-1).cpu())
         feats.append(feat.float().cpu())
+        fired = getattr(model, "last_snippet_filter", None)
+        if fired is not None:
+            filtered = (filtered or 0) + int(fired["applied"].sum())
         sidx.append(torch.as_tensor(batch["index"]))
         views.append(torch.as_tensor(batch["view"]))
         clips += int(video.shape[0])
@@ -446,4 +450,4 @@ def predict_views(model: nn.Module, dataset: Dataset, device: torch.device, batc
     pbar.close()
     cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros((0,))  # noqa: E731
     return ViewOutputs(cat(probs), cat(feats), cat(sidx).astype(np.int64), cat(views).astype(np.int64),
-                       clips, time.perf_counter() - t0)
+                       clips, time.perf_counter() - t0, filtered)
