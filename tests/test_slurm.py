@@ -72,7 +72,9 @@ def _running_job(rule: str, workflow: subprocess.Popen, timeout: float = 600) ->
 
 def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
     proj = clean_checkout(tmp_path / "project")
-    shrink(proj, {"presets.synthetic.train.epochs": 8})
+    # NR-DFERNet (no upstream run), small and long enough to be requeued mid-training: 64 px, 8 epochs
+    shrink(proj, {"presets.synthetic.methods.nr_dfernet.train.epochs": 8,
+                  "presets.synthetic.methods.nr_dfernet.data.input_size": 64})
     runs = planned(proj, tmp_path)
     h = next(h for h, r in runs.items() if r["name"] == "nr_dfernet/DFEW/fold1")
     target = f"results/runs/{h}/eval.json"
@@ -124,7 +126,9 @@ def test_a_two_gpu_recipe_runs_ddp_in_one_slurm_job(slurm_cluster, tmp_path):
     """A run whose recipe asks for 2 GPUs is submitted with 2 GPUs (the rule's `gpu` resource = train.gpus) and
     trains as 2 DDP processes inside the job (torchrun; gloo on the CPU, as the test cluster's GPUs are fake)."""
     proj = clean_checkout(tmp_path / "project")
-    shrink(proj, {"presets.synthetic.train.gpus": 2, "presets.synthetic.train.total_batch": 16})
+    # NR-DFERNet (no upstream run) with its synthetic recipe asking for 2 GPUs
+    shrink(proj, {"presets.synthetic.methods.nr_dfernet.train.gpus": 2,
+                  "presets.synthetic.methods.nr_dfernet.train.total_batch": 16})
     runs = planned(proj, tmp_path)
     h = next(h for h, r in runs.items() if r["name"] == "nr_dfernet/DFEW/fold1")
     proc, _ = run(proj, "timeout", "-s", "INT", "-k", "30", "900", "snakemake", f"results/runs/{h}/eval.json",

@@ -68,7 +68,7 @@ def test_changing_one_parameter_reruns_only_its_dependents(reproduced):
     proj = reproduced.proj
     # A UniLearn training setting: only the UniLearn runs retrain, and only the table that shows them.
     proc, _ = run(proj, "snakemake", "-n", "all_tables", "--config",
-                  "methods={unilearn: {train: {loss: label_smoothing}}}")
+                  "methods={unilearn: {train: {loss: onehot}}}")
     counts = job_counts(proc.stdout + proc.stderr)
     unilearn = [h for h, r in reproduced.runs.items() if r["name"].startswith("unilearn/")]
     assert counts.pop("train_dfer") == len(unilearn) > 0
