@@ -214,6 +214,7 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
     precision = Precision.from_config(tr, env.device)
     sampler = EpochSampler(train_ds.labels, cfg["seed"], batches.batch_size, balanced=cfg["data"]["oversample"],
                            rank=env.rank, world_size=env.world_size, accum_steps=batches.accum_steps)
+    smoothing = float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0
     image_mixup = None
     if tr["joint"]:
         from dfer.data.labels import classes as dataset_classes
@@ -223,10 +224,8 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
                               balanced=bool(tr["joint"]["oversample"]), rank=env.rank, world_size=env.world_size,
                               accum_steps=batches.accum_steps)
         sampler = JointBatchSampler(sampler, images, len(train_ds.videos), float(tr["joint"]["data_rate"]))
-        image_mixup = mixup_fn(tr["augment"], len(dataset_classes(tr["joint"]["dataset"])),
-                               label_smoothing=float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0)
+        image_mixup = mixup_fn(tr["augment"], len(dataset_classes(tr["joint"]["dataset"])), label_smoothing=smoothing)
     schedule = lr_schedule(tr, lrs, int(tr["epochs"]), sampler.steps)
-    smoothing = float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0
     mixup = mixup_fn(tr["augment"], len(classes), label_smoothing=smoothing)
     if mixup is not None and sampler.micro_batch % 2:
         raise ConfigError(f"train.batch_size={batches.batch_size}: Mixup/CutMix needs an even batch size")
