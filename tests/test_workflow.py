@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_project import BIN, commit, env_for, job_counts, run, tables_of
+from workflow_project import BIN, ROOT, commit, env_for, job_counts, run, tables_of
 
 
 def test_dvc_repro_renders_every_table_and_figure_from_runs(reproduced):
@@ -123,10 +123,9 @@ def _chromium() -> str:
             return shutil.which(name)
     if os.geteuid() != 0:
         pytest.fail("the MLflow UI test needs Chromium: `apt-get install -y chromium` (CI installs it as root)")
-    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=900, env=apt_env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True, timeout=900,
-                   env=apt_env)
+    done = subprocess.run(["bash", str(ROOT / "tests/apt_install.sh"), "chromium"], capture_output=True, text=True,
+                          timeout=1800)
+    assert done.returncode == 0, f"installing Chromium failed:\n{done.stderr[-3000:]}"
     return shutil.which("chromium")
 
 

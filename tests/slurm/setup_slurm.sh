@@ -8,8 +8,7 @@ NGPU=${NGPU:-2}
 STATE=${SLURM_FAKE_STATE:-/var/lib/slurm-fake}
 export DEBIAN_FRONTEND=noninteractive
 if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
-  apt-get update -qq
-  apt-get install -y -qq slurm-wlm munge slurmdbd mariadb-server >/dev/null
+  bash "$(dirname "$0")/../apt_install.sh" slurm-wlm munge slurmdbd mariadb-server
 fi
 
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
