@@ -34,8 +34,8 @@ if workflow.is_main_process:
 PLAN = build_plan(PARAMS, load_tables("workflow/tables.yaml"))
 CLAIMS = claims_payload(PLAN, load_claims("workflow/claims.yaml"))
 RUNS = PLAN.runs
-TABLES = sorted((t for t in PLAN.cells if t.startswith("table_")), key=lambda t: int(t.split("_")[1]))
-FIGURES = [f for f in PLAN.cells if not f.startswith("table_")]
+TABLES = PLAN.tables  # S2D's table_1..table_10, NR-DFERNet's nr_table_*, UniLearn's unilearn_table_*
+FIGURES = PLAN.figures
 DATASETS = sorted(PARAMS["data"]["datasets"])
 SYNTH_DIR = "results/synth"
 # What a training job leaves in results/runs/<hash>/: weights, per-epoch metrics, the marker that makes a
@@ -62,7 +62,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 wildcard_constraints:
     hash="[0-9a-f]{12}",
     dataset="|".join(re.escape(d) for d in DATASETS),
-    table="table_[0-9]+",
+    table="|".join(TABLES),
 
 
 def dataset_root(dataset):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_helpers import FAST, landmark_weights, run_config, write_config, write_dfew  # noqa: E402
+from engine_helpers import FAST, ROOT, landmark_weights, run_config, write_config, write_dfew  # noqa: E402
 
 from dfer.cli import main as dfer  # noqa: E402
 from dfer.engine import checkpointing as ck  # noqa: E402
@@ -248,3 +248,43 @@ def test_evaluation_counts_how_often_the_snippet_filter_fires(tmp_path):
     assert predict_views(model, ds, torch.device("cpu"), 4, show=False).filtered == 0
     model.snippet_filter_enabled = False
     assert predict_views(model, ds, torch.device("cpu"), 4, show=False).filtered is None
+
+
+def test_inference_variants_score_one_trained_model_under_each_snippet_filter(tmp_path):
+    """evaluate.variants: the same model and test set under other inference settings, after the main evaluation
+    (NR-DFERNet's Tables 1 and 2 read the snippet filter off / at each window and stride from one trained run)."""
+    from dfer.config import load_params, set_path
+    from dfer.data.labels import classes
+    from dfer.engine.runconfig import check
+    from dfer.workflow.claims import run_items
+    from dfer.workflow.plan import method_run_config
+    from dfer.workflow.tables import metric_value
+
+    data = write_dfew(tmp_path / "DFEW", n_train=7, n_test=7, frames=8)
+    out = tmp_path / "run"
+    cfg = method_run_config(load_params(ROOT / "params.yaml"), "nr_dfernet", "DFEW", fold=1)
+    for key, value in {"name": "test/nr_dfernet/DFEW/fold1", "output_dir": str(out), "data.root": str(data),
+                       "data.frames": "Clip/clip_224x224_16f", "data.input_size": 32, "train.epochs": 1,
+                       "train.batch_size": 4, "train.total_batch": 4, "train.warmup_epochs": 0,
+                       "tracking.tracking_uri": "sqlite:///unused.db",
+                       "evaluate.variants": {"no_sf": {"snippet_filter": False},
+                                             "always": {"sf_mu1": 0.0, "sf_mu2": 1.0}}}.items():
+        set_path(cfg, key.split("."), value)
+    assert _train(check(cfg, source="test"), tmp_path / "run.yaml") == 0
+    ev = json.loads((out / "eval.json").read_text())
+    assert set(ev["variants"]) == {"no_sf", "always"}
+    always, off = ev["variants"]["always"], ev["variants"]["no_sf"]
+    neutral = classes("DFEW").index("Neutral")
+    # every snippet passes the test: the filter fires on every view and "Neutral" is never predicted
+    assert always["snippet_filter"]["rate"] == 1.0 and neutral not in always["items"]["pred"]
+    assert "snippet_filter" not in off and off["num_samples"] == ev["num_samples"] == 7
+    assert metric_value(ev, "uar", "DFEW", "DFEW", "always") == pytest.approx(100 * always["uar"])
+    # per-item predictions in the order of the main evaluation's, for the claims' paired bootstrap
+    main_ids = [r["id"] for r in csv.DictReader(open(out / "predictions.csv"))]
+    items = run_items(tmp_path, {"output_dir": str(out), "dataset": "DFEW"}, "DFEW", "always")
+    assert list(items.ids) == main_ids and list(items.pred) == always["items"]["pred"]
+    # the settings are the model's own again after each variant
+    model = build_model(cfg, init=False)
+    assert model.inference_settings(sf_mu1=0.0) == {"sf_mu1": 0.7}
+    with pytest.raises(ValueError, match="no inference setting"):
+        model.inference_settings(depth=3)

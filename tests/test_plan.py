@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dfer.config import load_params
+from dfer.config import ConfigError, load_params
 from dfer.workflow import plan as planmod
 from dfer.workflow.plan import build_plan, load_tables
 
@@ -45,6 +45,28 @@ def test_full_s2d_on_dfew_fold1_is_one_run_shared_by_tables_2_to_7():
     up = plan.runs[run.upstream[0]]
     assert run.config["model"]["init"] == f"results/runs/{up.hash}/model.pt"
     assert up.config["task"] == "sfer" and up.config["dataset"] == "AffectNet-7"
+
+
+def test_inference_only_cells_read_one_trained_model_and_unknown_variants_are_named():
+    """NR-DFERNet's snippet filter acts at inference: its on/off rows (Table 1) and every window/stride (Table 2)
+    read the runs of Table IX's NR-DFERNet row; only the settings that change training train models of their own."""
+    plan = make_plan()
+    main = cell(plan, "table_9", "NR-DFERNet (ours, hosted)", "DFEW UAR").runs
+    for table, row in (("nr_table_1", "g (DSF + DCT)"), ("nr_table_1", "h (DSF + DCT + SF, NR-DFERNet)"),
+                       ("nr_table_2", "S 1, L 6"), ("nr_table_5", "NR-DFERNet (ours, hosted; DS)")):
+        assert cell(plan, table, row, "UAR").runs == main, (table, row)
+    assert cell(plan, "nr_table_1", "g (DSF + DCT)", "UAR").variant == "no_sf"
+    assert cell(plan, "nr_table_1", "a (baseline)", "UAR").runs != main
+    ti = plan.runs[cell(plan, "nr_table_5", "NR-DFERNet (ours, hosted; TI)", "UAR").runs[0]].config
+    assert ti["data"]["sampler"] == "dense" and plan.runs[main[0]].config["data"]["sampler"] == "dynamic"
+    # AFEW: fine-tuned from the DFEW fold-1 run (a DAG edge), at the recipe's lower lr
+    afew = plan.runs[cell(plan, "nr_table_4", "NR-DFERNet (ours, hosted; DS)", "UAR").runs[0]]
+    assert afew.upstream == [main[0]] and afew.config["train"]["lr"] == 3.0e-4
+    bad = {"tables": {"t": {"defaults": {"method": "s2d", "dataset": "DFEW", "folds": "ablation"},
+                            "columns": [{"label": "UAR", "spec": {"metric": "uar"}}],
+                            "rows": [{"label": "r", "spec": {"variant": "no_sf"}}]}}}
+    with pytest.raises(ConfigError, match="variant 'no_sf' is not an inference variant of its run"):
+        build_plan(load_params(ROOT / "params.yaml"), bad)
 
 
 def test_run_configs_follow_the_architecture_contract():
@@ -117,14 +139,14 @@ def test_snakemake_dry_run_lists_the_expected_jobs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, re.M))
     plan = make_plan()
-    tables = [t for t in plan.cells if t.startswith("table_")]
+    tables = plan.tables
     evaluated = {h for t in tables for h in plan.table_runs(t)}
     trained = set(plan.closure(sorted(evaluated)))
     # Each unique run is one training job (which ends with its evaluation), however many cells it serves.
     assert evaluated <= trained
     assert int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(trained)
     assert "evaluate" not in counts and "run_config" not in counts
-    assert int(counts["table"]) == len(tables) == 10
+    assert int(counts["table"]) == len(tables) == 15
     assert int(counts["synth"]) == 1 and int(counts["claims"]) == 1
     assert not {"plan_runs", "table_plan", "stage_params", "mlflow_init"} & set(counts)  # jobs write their own settings
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
@@ -165,11 +187,16 @@ def test_paper_preset_plans_only_the_papers_settings(tmp_path):
     """`--config preset=paper` reaches every job: run configs and stage files hold the paper's data roots,
     ViT-B models and the official recipes; nothing synthetic is planned."""
     proj = _project(tmp_path)
+    # AFEW ships as scene videos: the paper aligns them with RetinaFace, whose weights the user provides
+    weights = proj / "data/pretrained/retinaface/Resnet50_Final.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
     dry = _snakemake(proj, "-n", "-p", "all_tables", "--config", "preset=paper")
     plan = make_plan(["preset=paper"])
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M))
-    assert counts["check_data"] == "7" and int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(plan.runs)
-    assert not {"synth", "train_landmarks", "train_detector", "align", "extract_features"} & set(counts), counts
+    assert counts["check_data"] == "8" and int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(plan.runs)
+    assert not {"synth", "train_landmarks", "train_detector", "extract_features"} & set(counts), counts
+    assert counts["align"] == "1" and "results/align/AFEW" in dry.stdout
     # Every job writes the settings it runs with (printf '%s' SETTINGS > FILE && dfer ...): read them back.
     written = {}
     for command in re.findall(r"^Shell command: (printf .*?)(?=\n\n|\nJob \d|\n\[|\Z)", dry.stdout, re.M | re.S):
@@ -177,14 +204,15 @@ def test_paper_preset_plans_only_the_papers_settings(tmp_path):
         written[words[words.index(">") + 1]] = words[2]
     configs = {path: text for path, text in written.items() if path.endswith("config.yaml")}
     assert len(configs) == len(plan.runs) > 80
-    assert len([p for p in written if p.startswith("results/config/check_data/")]) == 7
+    assert len([p for p in written if p.startswith("results/config/check_data/")]) == 8
     by_name = {}
     for path, text in configs.items():
         assert "results/synth" not in text and "_tiny" not in text, path
         cfg = yaml.safe_load(text)
         by_name[cfg["name"]] = cfg
-        # NR-DFERNet's paper: 70 epochs on DFEW; the S2D and S4D scripts: 100
-        assert cfg["train"]["epochs"] == (70 if cfg["method"] == "nr_dfernet" else 100), cfg["name"]
+        # NR-DFERNet's paper: 70 epochs on DFEW, 30 on AFEW; the S2D and S4D scripts: 100
+        expected = 100 if cfg["method"] != "nr_dfernet" else 30 if cfg["dataset"] == "AFEW" else 70
+        assert cfg["train"]["epochs"] == expected, cfg["name"]
         assert cfg["data"]["root"].startswith("data/")
     dfew, ferv = by_name["s2d/DFEW/fold1"], by_name["s2d/FERV39K"]
     # scripts/ft_dfew.sh: Mixup/CutMix, smoothing 0.1, no SDL; 2 GPUs x 8, lr 1e-5 (x 16/8 at run time)

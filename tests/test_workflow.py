@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_project import BIN, ROOT, commit, env_for, job_counts, run, tables_of
+from workflow_project import BIN, DECLARED_TABLES, ROOT, commit, env_for, job_counts, run, tables_of
 
 
 def test_dvc_repro_renders_every_table_and_figure_from_runs(reproduced):
     proj = reproduced.proj
     plan = yaml.safe_load((proj / "workflow/tables.yaml").read_text())
-    tables = sorted(plan["tables"], key=lambda t: int(t.split("_")[1]))
-    assert len(tables) == 10
+    tables = list(plan["tables"])
+    assert tables == DECLARED_TABLES
     for table in tables:
         md = (proj / f"results/tables/{table}.md").read_text()
         assert "Data: **synthetic**" in md, table
@@ -78,7 +78,7 @@ def test_changing_one_parameter_reruns_only_its_dependents(reproduced):
     proc, _ = run(proj, "snakemake", "-n", "all_tables", "--config", "tables={spread: minmax}")
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts and not {"train_sfer", "train_dfer", "extract_features", "synth"} & set(counts), counts
-    assert counts["table"] == 10
+    assert counts["table"] == len(DECLARED_TABLES)
 
 
 def test_mlflow_store_has_every_run_with_metrics_and_artifacts(reproduced):
@@ -91,7 +91,7 @@ def test_mlflow_store_has_every_run_with_metrics_and_artifacts(reproduced):
     children = {r.data.tags["dfer.config_hash"]: r for r in runs if r.data.tags.get("dfer.stage") == "train"}
     assert set(children) == set(reproduced.runs)
     parents = {r.data.tags["dfer.parent"]: r.info.run_id for r in runs if "dfer.parent" in r.data.tags}
-    assert set(parents) == {f"table_{i}" for i in range(1, 11)} | {"claims"}
+    assert set(parents) == set(DECLARED_TABLES) | {"claims"}
     claims = client.get_run(parents["claims"])
     assert {"claims.md", "claims.csv"} <= {a.path for a in client.list_artifacts(parents["claims"])}
     assert sum(claims.data.metrics[f"claims_{v}"] for v in ("reproduced", "inconclusive", "reversed")) >= 15
@@ -166,7 +166,7 @@ def test_mlflow_ui_lists_the_runs_in_headless_chromium(reproduced, tmp_path):
     # The runs page: one parent per table and the claims scorecard, every training run nested under them.
     total = len(reproduced.runs) + len(parents)
     assert re.search(rf"\b{total}\s+matching runs", text["runs"]), text["runs"][-3000:]
-    for table in (f"table_{i}" for i in range(1, 11)):
+    for table in DECLARED_TABLES:
         assert re.search(rf">\s*{table}\s*<", pages["runs"]), table
     # A run's page: its name, its parent table and its final metrics.
     assert "s2d/DFEW/fold1" in text["run"] and "test_uar" in text["run"] and "table_" in text["run"]
@@ -191,5 +191,5 @@ def test_dvc_push_pull_round_trip_needs_no_retraining(reproduced, tmp_path):
     shutil.rmtree(fresh / "results/tables")
     proc, _ = run(fresh, "snakemake", "--cores", "2", "all_tables")
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts.get("table") == 10 and not {"train_sfer", "train_dfer", "extract_features"} & set(counts), counts
+    assert counts.get("table") == len(DECLARED_TABLES) and not {"train_sfer", "train_dfer", "extract_features"} & set(counts), counts
     assert tables_of(fresh) == reproduced.tables

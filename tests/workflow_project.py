@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # Dotted overrides of params.yaml (the synthetic preset's values live under presets.synthetic).
+# The tables of the three papers, in declaration order (workflow/tables.yaml).
+DECLARED_TABLES = [f"table_{i}" for i in range(1, 11)] + [f"nr_table_{i}" for i in range(1, 6)]
+
 SHRINK = {
     "synth.scale": 0.5,
     "presets.synthetic.train.epochs": 1,
@@ -27,7 +30,7 @@ SHRINK = {
     "presets.synthetic.methods.nr_dfernet.train.epochs": 1,
     "presets.synthetic.recipes.official.s2d.MAFW.train.epochs": 1,
     "presets.synthetic.recipes.official.s2d.FERV39K.train.epochs": 1,
-    "presets.synthetic.recipes.official.nr_dfernet.MAFW.train.epochs": 1,
+    "presets.synthetic.recipes.official.nr_dfernet.AFEW.train.epochs": 1,
     "presets.synthetic.recipes.official.unilearn.MAFW.train.epochs": 1,
     "presets.synthetic.train.warmup_epochs": 0,
     "presets.synthetic.landmarks.train.epochs": 1,
@@ -36,6 +39,7 @@ SHRINK = {
     "presets.synthetic.align.train": {"epochs": 2, "frames_per_clip": 2},
     "presets.synthetic.pretrain.epochs": 1,
     "presets.synthetic.pretrain.inits.mae_affectnet.epochs": 1,
+    "presets.synthetic.pretrain.inits.unilearn_pretrain.epochs": 1,
 }
 
 

@@ -49,7 +49,7 @@ FRAME_ORDERS = ("natural", "lexicographic")
 # Where frames / videos live when params.yaml does not say (the official releases' folders).
 DEFAULT_FRAMES = {"DFEW": "Clip/clip_224x224_16f", "MAFW": "data/frames/frames_crop_align_224",
                   "FERV39K": "2_ClipsforFaceCrop"}
-DEFAULT_VIDEOS = {"DFEW": "Clip/original", "MAFW": "data/clips"}
+DEFAULT_VIDEOS = {"DFEW": "Clip/original", "MAFW": "data/clips", "AFEW": "."}   # AFEW: <root>/{Train,Val}/<Emotion>
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 SPLIT_FILE_FIX = "check `root`, `format` and `folds` of this dataset in params.yaml (data.datasets)"
@@ -269,16 +269,17 @@ AFEW_FOLDERS = {"train": "Train", "test": "Val"}
 
 
 def _load_afew(root: Path, split: str, frames, frame_order: str, report) -> list[Sample]:
-    """AFEW 7.0 (EmotiW): ``<root>/{Train,Val}/<Emotion>/<clip>.avi``, the label is the folder name. With
-    ``frames`` (e.g. faces aligned by ``dfer align`` or RetinaFace crops), ``<frames>/<Split>/<Emotion>/<clip>/``
-    frame folders are read instead of the videos."""
+    """AFEW 7.0 (EmotiW): ``<root>/{Train,Val}/<Emotion>/<clip>.avi``, the label is the folder name, the clip id
+    ``<Emotion>/<clip>`` (AFEW's clip names are unique across Train and Val). With ``frames`` (faces aligned by
+    ``dfer align``, or your own RetinaFace crops in the same layout), ``<frames>/<Emotion>/<clip>/`` frame folders
+    are read instead of the videos."""
     split_dir = root / AFEW_FOLDERS[split]
     if not split_dir.is_dir():
         report(DataError(split_dir, f"AFEW {split} folder not found", "expected <root>/Train/<Emotion>/<clip>.avi "
                          "and <root>/Val/...; check data.datasets.AFEW.root"))
         return []
     classes = labels.CLASSES["AFEW"]
-    frame_root = _resolve(root, frames) / AFEW_FOLDERS[split] if frames else None
+    frame_root = _resolve(root, frames) if frames else None
     samples: list[Sample] = []
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         if folder.name not in classes:

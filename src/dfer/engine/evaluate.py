@@ -165,13 +165,44 @@ def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
             report["cross"][other] = cross_scores(ores["probs"], ores["labels"], classes,
                                                   class_names({"dataset": other}), ores["ids"])
     if res["filtered"] is not None:  # NR-DFERNet: how often its snippet-based filter removed "neutral"
-        report["snippet_filter"] = {"views": res["clips"], "filtered": res["filtered"],
-                                    "rate": res["filtered"] / max(res["clips"], 1)}
+        report["snippet_filter"] = filter_rate(res)
+    variants = cfg["evaluate"]["variants"]
+    if variants:
+        report["variants"] = {name: score_variant(model, cfg, ds, device, lmk_net, precision, name, settings, classes,
+                                                  show) for name, settings in variants.items()}
     report["seconds"] = round(time.perf_counter() - t0, 3)
     report["clips_per_s"] = round(res["clips"] / res["seconds"], 3) if res["seconds"] > 0 else None
     report.update(extra or {})
     write_outputs(report, res, classes, out_json)
     return report
+
+
+def filter_rate(res: dict) -> dict:
+    return {"views": res["clips"], "filtered": res["filtered"], "rate": res["filtered"] / max(res["clips"], 1)}
+
+
+def score_variant(model: nn.Module, cfg: dict, ds, device: torch.device, lmk_net, precision, name: str,
+                  settings: dict, classes: list[str], show: bool) -> dict:
+    """The protocol's numbers of one inference-only variant (``evaluate.variants``): the same trained model and
+    test set under other inference settings (NR-DFERNet's snippet filter), with per-item predictions so that the
+    claims scorecard can pair it with the main evaluation."""
+    if not hasattr(model, "inference_settings"):
+        raise ConfigError(f"run {cfg['name']}: evaluate.variants.{name}: {type(model).__name__} has no inference-only "
+                          "settings; remove the variant or use a model that has them (NR-DFERNet)")
+    try:
+        previous = model.inference_settings(**settings)
+    except ValueError as exc:
+        raise ConfigError(f"run {cfg['name']}: evaluate.variants.{name}: {exc}") from exc
+    try:
+        res = score_dataset(model, cfg, ds, device, lmk_net, precision, show=show, desc=f"test {name}")
+    finally:
+        model.inference_settings(**previous)
+    pred = res["probs"].argmax(axis=1)
+    out = {"settings": settings, **summarize(res["labels"], pred, classes),
+           "items": {"ids": [str(i) for i in res["ids"]], "labels": res["labels"].tolist(), "pred": pred.tolist()}}
+    if res["filtered"] is not None:
+        out["snippet_filter"] = filter_rate(res)
+    return out
 
 
 @torch.no_grad()

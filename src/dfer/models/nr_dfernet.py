@@ -231,6 +231,21 @@ class NRDFERNet(nn.Module):
         logits, _ = self.classify(snippets.flatten(0, 1))
         return logits.view(frames.shape[0], ns, -1)
 
+    INFERENCE_SETTINGS = ("snippet_filter", "sf_window", "sf_stride", "sf_mu1", "sf_mu2")
+
+    def inference_settings(self, **settings) -> dict:
+        """Change the decision-stage settings (the snippet filter: on/off, L, S, mu1, mu2), which act at inference
+        only, so one trained model is scored under several of them (Tables 1 and 2: ``evaluate.variants``).
+        Returns the previous values, to restore them."""
+        unknown = sorted(set(settings) - set(self.INFERENCE_SETTINGS))
+        if unknown:
+            raise ValueError(f"NR-DFERNet has no inference setting {unknown} (it has {list(self.INFERENCE_SETTINGS)})")
+        attrs = {"snippet_filter": "snippet_filter_enabled"}
+        previous = {k: getattr(self, attrs.get(k, k)) for k in settings}
+        for k, v in settings.items():
+            setattr(self, attrs.get(k, k), v)
+        return previous
+
     def forward(self, x: torch.Tensor, lmk: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         frames = self.frame_features(x)
         logits, feat = self.classify(frames)

@@ -73,14 +73,31 @@ def claims_payload(plan, claims: list[dict]) -> dict:
                 terms.append({"side": side, "sign": sign * float(t.get("sign", 1)), "row": cell.row,
                               "column": cell.column,
                               "block": cell.block, "metric": cell.metric, "dataset": cell.dataset,
-                              "paper": cell.paper, "runs": cell.runs})
+                              "variant": cell.variant, "paper": cell.paper, "runs": cell.runs})
                 for h in cell.runs:
                     r = plan.runs[h]
                     runs[h] = {"output_dir": r.output_dir, "dataset": r.config["dataset"], "fold": r.config["fold"],
                                "name": r.name, "tables": r.tables}
-        out.append({"id": claim["id"], "says": claim.get("says", ""), "table": table, "terms": terms,
-                    **({"not_run": not_run} if not_run else {})})
+        entry = {"id": claim["id"], "says": claim.get("says", ""), "table": table, "terms": terms,
+                 **({"not_run": not_run} if not_run else {})}
+        if "paper_from" in claim:
+            entry["paper"] = _paper_from(plan, claim)
+        out.append(entry)
     return {"claims": out, "runs": runs, "provenance": plan.provenance, "tracking": plan.tracking}
+
+
+def _paper_from(plan, claim: dict) -> float:
+    """The paper's size of a claim whose own cells the paper does not report (``paper_from``: the reported cells
+    that state it, e.g. DS vs TI shown on other models than the one we run both ways)."""
+    value = 0.0
+    for side, sign in (("better", 1.0), ("worse", -1.0)):
+        for t in _terms(claim["paper_from"] | {"id": claim["id"]}, side):
+            cell = _find_cell(plan, claim, t)
+            if cell.paper is None:
+                raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r}: paper_from cell {t} has no reported "
+                                  "number")
+            value += sign * float(t.get("sign", 1)) * cell.paper
+    return value
 
 
 def _find_cell(plan, claim: dict, term: dict):
@@ -103,14 +120,21 @@ class Items:
     classes: list[str]
 
 
-def run_items(root: Path, run: dict, dataset: str) -> Items:
-    """A run's test predictions on ``dataset``: its own test set (predictions.csv), or a cross-dataset test
-    (eval.json ``cross``)."""
+def run_items(root: Path, run: dict, dataset: str, variant: str | None = None) -> Items:
+    """A run's test predictions on ``dataset``: its own test set (predictions.csv), a cross-dataset test
+    (eval.json ``cross``), or an inference variant of its own test (eval.json ``variants``)."""
     folder = root / run["output_dir"]
     ev_path = folder / "eval.json"
     if not ev_path.is_file():
         raise ConfigError(f"{ev_path}: missing; run the training job first (`snakemake all_tables`)")
     ev = json.loads(ev_path.read_text())
+    if variant is not None:
+        block = (ev.get("variants") or {}).get(variant)
+        if block is None:
+            raise ConfigError(f"{ev_path}: no inference variant {variant!r}; re-run the job")
+        it = block["items"]
+        return Items(np.array([str(i) for i in it["ids"]]), np.asarray(it["labels"], np.int64),
+                     np.asarray(it["pred"], np.int64), list(block["classes"]))
     if dataset == run["dataset"]:
         classes = list(ev["classes"])
         index = {c: i for i, c in enumerate(classes)}
@@ -148,12 +172,12 @@ def metric(items: Items, name: str, idx: np.ndarray | None = None) -> float:
 def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0) -> list[dict]:
     """One record per claim: the paper's and our statistic, our bootstrap interval, per-fold values, verdict."""
     root = Path(root)
-    cache: dict[tuple[str, str], Items] = {}
+    cache: dict[tuple[str, str, str | None], Items] = {}
 
-    def items_of(h: str, dataset: str) -> Items:
-        if (h, dataset) not in cache:
-            cache[(h, dataset)] = run_items(root, payload["runs"][h], dataset)
-        return cache[(h, dataset)]
+    def items_of(h: str, dataset: str, variant: str | None = None) -> Items:
+        if (h, dataset, variant) not in cache:
+            cache[(h, dataset, variant)] = run_items(root, payload["runs"][h], dataset, variant)
+        return cache[(h, dataset, variant)]
 
     # One resample per test set (dataset, fold) and replicate, shared by every run scored on it.
     sets: dict[tuple[str, Any], int] = {}
@@ -162,7 +186,7 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
         for t in claim["terms"]:
             for h in t["runs"]:
                 key = (t["dataset"], payload["runs"][h]["fold"])
-                n = len(items_of(h, t["dataset"]).ids)
+                n = len(items_of(h, t["dataset"], t.get("variant")).ids)
                 if sets.setdefault(key, n) != n:
                     raise ConfigError(f"runs scored on {key} have different test sets ({sets[key]} vs {n} items)")
     rng = np.random.default_rng(seed)
@@ -171,7 +195,7 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
     for claim in payload["claims"]:
         if claim.get("not_run"):
             records.append({"id": claim["id"], "table": claim["table"], "says": claim["says"],
-                            "comparison": _comparison(claim["terms"]), "paper": _paper(claim["terms"]), "ours": None,
+                            "comparison": _comparison(claim["terms"]), "paper": _claim_paper(claim), "ours": None,
                             "low": None, "high": None, "per_fold": {}, "verdict": "not run",
                             "reason": claim["not_run"]})
             continue
@@ -180,14 +204,15 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
         folds: dict[Any, float] = {}
         for t in claim["terms"]:
             fold_keys = [(t["dataset"], payload["runs"][h]["fold"]) for h in t["runs"]]
-            values = [metric(items_of(h, t["dataset"]), t["metric"]) for h in t["runs"]]
+            items = [items_of(h, t["dataset"], t.get("variant")) for h in t["runs"]]
+            values = [metric(it, t["metric"]) for it in items]
             ours += t["sign"] * float(np.mean(values))
-            reps = np.array([[metric(items_of(h, t["dataset"]), t["metric"], draws[key][b]) for b in range(replicates)]
-                             for h, key in zip(t["runs"], fold_keys)])
+            reps = np.array([[metric(it, t["metric"], draws[key][b]) for b in range(replicates)]
+                             for it, key in zip(items, fold_keys)])
             boot += t["sign"] * np.nanmean(reps, axis=0) if reps.size else 0.0
             for key, v in zip(fold_keys, values):
                 folds[key[1]] = folds.get(key[1], 0.0) + t["sign"] * v
-        paper = _paper(claim["terms"])
+        paper = _claim_paper(claim)
         lo, hi = (float(np.nanpercentile(boot, q)) for q in (100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2))
         direction = 1.0 if paper is None or paper >= 0 else -1.0
         verdict = ("reproduced" if min(lo * direction, hi * direction) > 0 else
@@ -197,6 +222,10 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
                         "high": hi, "per_fold": {str(k): v for k, v in folds.items()} if len(folds) > 1 else {},
                         "verdict": verdict, "reason": ""})
     return records
+
+
+def _claim_paper(claim: dict) -> float | None:
+    return claim["paper"] if "paper" in claim else _paper(claim["terms"])
 
 
 def _paper(terms: list[dict]) -> float | None:

@@ -26,7 +26,7 @@ from dfer.engine.runconfig import UNHASHED_KEYS, run_hash
 
 TABLES_RELPATH = Path("workflow/tables.yaml")
 RUNS_DIR = "results/runs"
-SPEC_KEYS = {"method", "dataset", "folds", "init", "set", "metric", "eval_on"}
+SPEC_KEYS = {"method", "dataset", "folds", "init", "set", "metric", "eval_on", "variant"}
 NON_RUN_METRICS = {"ion", "params_m"}  # read from the landmark stage, not from a run
 
 
@@ -60,6 +60,7 @@ class Cell:
     weights: str | None = None   # the landmark net's weights, for ion / params_m cells
     paper: float | None = None
     not_run: str | None = None   # why this preset leaves the cell out (params.yaml tables.not_run)
+    variant: str | None = None   # an inference-only variant of the runs' evaluation (evaluate.variants)
 
 
 @dataclass
@@ -72,6 +73,15 @@ class Plan:
     kinds: dict = field(default_factory=dict)        # figure id -> kind
     spread: str = "std"
     tracking: dict = field(default_factory=dict)     # params.yaml mlflow (the table jobs file their runs there)
+
+    @property
+    def tables(self) -> list[str]:
+        """Table ids in declaration order (S2D's table_1..table_10, then NR-DFERNet's and UniLearn's)."""
+        return [t for t in self.cells if t not in self.kinds]
+
+    @property
+    def figures(self) -> list[str]:
+        return list(self.kinds)
 
     def table_runs(self, table: str) -> list[str]:
         return sorted({h for c in self.cells[table] for h in c.runs})
@@ -217,7 +227,7 @@ class Planner:
                       "head_transfer": p["model"]["head_transfer"]},
             "landmarks": {"backbone": p["landmarks"]["backbone"], "weights": None},
             "train": deep_merge(deep_merge(p["train"], m["train"]), recipe.get("train") or {}),
-            "evaluate": copy.deepcopy(p["evaluate"]),
+            "evaluate": deep_merge(p["evaluate"], m.get("evaluate") or {}),
         }
         for key, value in (spec.get("set") or {}).items():
             set_path(cfg, key.split("."), copy.deepcopy(value))
@@ -312,9 +322,11 @@ def frames_stay_put(augment: dict) -> bool:
 
 
 def needs_alignment(params: dict, dataset: str) -> bool:
-    """A dataset given as raw videos without a frames folder is aligned by the workflow (MAFW)."""
+    """A dataset given as raw videos without a frames folder is aligned by the workflow (MAFW, AFEW)."""
+    from dfer.data.adapters import DEFAULT_VIDEOS
+
     entry = params["data"]["datasets"][dataset]
-    return not entry["frames"] and bool(entry["videos"])
+    return not entry["frames"] and bool(entry["videos"] or DEFAULT_VIDEOS.get(dataset))
 
 
 def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:
@@ -325,7 +337,8 @@ def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:
     diffs = []
     for k in sorted(set(a) | set(b)):
         if (k.split(".")[0] in UNHASHED_KEYS or a.get(k) == b.get(k) or k == "data.features" or k.startswith("landmarks.weights")
-                or (k.startswith("landmarks") and cfg.get("landmarks") is None)):
+                or (k.startswith("landmarks") and cfg.get("landmarks") is None)
+                or {} in (a.get(k), b.get(k))):   # an empty section on one side: its keys show on the other
             continue
         v = a.get(k)
         if k == "model.init" and isinstance(v, str) and v.startswith(RUNS_DIR):
@@ -420,6 +433,13 @@ def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spe
     cell.dataset = _cell_dataset(spec)
     folds = planner.folds(spec["dataset"], spec.get("folds"))
     cell.runs = [planner.run_for(spec, f) for f in folds]
+    cell.variant = spec.get("variant")
+    if cell.variant is not None:
+        declared = planner.runs[cell.runs[0]].config["evaluate"]["variants"]
+        if cell.variant not in declared:
+            raise ConfigError(f"workflow/tables.yaml {tid}, row {cell.row!r}: variant {cell.variant!r} is not an "
+                              f"inference variant of its run (evaluate.variants: {sorted(declared) or 'none'}); "
+                              "declare it in params.yaml methods.<m>.evaluate.variants")
     return cell
 
 
@@ -496,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, metavar="PATH", help="write hash -> {name, tables, cells} as JSON")
     args = ap.parse_args(argv)
     plan = plan_from_files(args.params, args.tables, args.set)
-    wanted = args.table or [t for t in plan.cells if t.startswith("table_")]
+    wanted = args.table or plan.tables
     unknown = [t for t in wanted if t not in plan.cells]
     if unknown:
         raise ConfigError(f"unknown table(s) {unknown}; declared: {sorted(plan.cells)}")

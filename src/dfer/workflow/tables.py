@@ -52,10 +52,17 @@ def _scale(ev: dict) -> float:
     return 100.0 if ref and max(ref) <= 1.0 else 1.0
 
 
-def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | None) -> float | None:
-    """One metric (percent) of an eval.json; ``dataset`` other than the run's own reads ``cross``."""
+def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | None,
+                 variant: str | None = None) -> float | None:
+    """One metric (percent) of an eval.json; ``dataset`` other than the run's own reads ``cross``, a ``variant``
+    its inference-only variant (``variants.<name>``: the same model and test set, other inference settings)."""
     block = ev
-    if dataset and run_dataset and dataset != run_dataset:
+    if variant is not None:
+        if variant not in (ev.get("variants") or {}):
+            raise ConfigError(f"run {ev.get('run')!r}: eval.json has no inference variant {variant!r}; re-run its "
+                              "training job (its config declares the variant, the evaluation predates it)")
+        block = ev["variants"][variant]
+    elif dataset and run_dataset and dataset != run_dataset:
         cross = _get(ev, "cross", "eval_datasets", "datasets") or {}
         if dataset not in cross:
             return None
@@ -151,7 +158,7 @@ def collect(payload: dict, root: Path, spread: str = "std") -> list[dict]:
                     missing.append(str(path))
                     continue
                 run_dataset = runs[h].get("dataset") or c["dataset"]
-                v = metric_value(_read_json(path), c["metric"], c["dataset"], run_dataset)
+                v = metric_value(_read_json(path), c["metric"], c["dataset"], run_dataset, c.get("variant"))
                 if v is not None:
                     values.append(v)
         mean, sp = aggregate(values, spread)
@@ -305,7 +312,7 @@ def payload_from_params(table: str, params_path: str | None = None, overrides: l
     plan = plan_from_files(params_path, None, overrides)
     if table not in plan.cells:
         raise ConfigError(f"unknown table {table!r}; declared in workflow/tables.yaml: "
-                          f"{sorted(t for t in plan.cells if t.startswith('table_'))}")
+                          f"{plan.tables}")
     return plan.table_payload(table)
 
 

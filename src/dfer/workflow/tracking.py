@@ -283,6 +283,12 @@ class Tracker:
                 for k in ("uar", "war", "acc"):
                     if isinstance(sub, dict) and _is_number(sub.get(k)):
                         flat[f"cross_{_key(ds)}_{k}"] = float(sub[k])
+            for name, sub in (ev.get("variants") or {}).items():  # inference-only variants (evaluate.variants)
+                for k in ("uar", "war"):
+                    if _is_number(sub.get(k)):
+                        flat[f"variant_{_key(name)}_{k}"] = float(sub[k])
+            if _is_number((ev.get("snippet_filter") or {}).get("rate")):
+                flat["snippet_filter_rate"] = float(ev["snippet_filter"]["rate"])
             self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, 0) for k, v in flat.items()])
             if isinstance(eval_json, (str, Path)):
                 self.client.log_artifact(self.run_id, str(eval_json))
