@@ -108,7 +108,8 @@ def pretrain_inputs(init):
     spec = PARAMS["pretrain"]["inits"][init]
     sources, videos = spec["sources"], spec.get("video_sources") or PARAMS["pretrain"]["video_sources"]
     datasets = [s["dataset"] for s in sources if "dataset" in s]
-    synthetic = any(s.get("images", s.get("videos", "")).startswith(SYNTH_DIR) for s in sources + videos)
+    synthetic = any((s.get("images") or s.get("videos") or s.get("video_frames") or "").startswith(SYNTH_DIR)
+                    for s in sources + videos)
     return sorted({data_ready(d) for d in datasets} | ({SYNTH_DIR} if synthetic else set()))
 
 

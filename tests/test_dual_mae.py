@@ -139,6 +139,23 @@ def test_video_only_and_image_only_pretraining_and_bad_sources(media, tmp_path):
     with pytest.raises(ConfigError, match="no-such-folder"):
         pretrain_mae(_dual_settings(media, video_sources=[{"videos": str(tmp_path / "no-such-folder")}]),
                      tmp_path / "x", show=False)
+    # UniLearn Table 2 row 5: the videos' frames as the image modality (one frame of each clip per epoch)
+    vox = str(media / "VoxCeleb2" / "dev" / "mp4")
+    frames = pretrain_mae(_dual_settings(media, sources=[{"video_frames": vox}], epochs=1), tmp_path / "f", show=False)
+    assert (frames["images"], frames["videos"]) == (8, 8)
+
+
+def test_a_video_frame_source_gives_one_random_frame_per_epoch_as_an_image(media):
+    from dfer.pretrain.stage import MAEImages, image_samples
+
+    samples = image_samples([{"video_frames": str(media / "VoxCeleb2" / "dev" / "mp4")}])
+    assert len(samples) == 8 and all(s.kind == "video" for s in samples)
+    torch.manual_seed(0)
+    train = MAEImages(samples, 48)
+    shots = torch.stack([train[0]["video"] for _ in range(4)])
+    assert shots.shape == (4, 3, 48, 48) and not torch.equal(shots[0], shots[1])   # random frame, crop, flip
+    test = MAEImages(samples, 48, train=False)
+    assert torch.equal(test[0]["video"], test[0]["video"])   # the middle frame, whole
 
 
 def test_video_tubes_hide_the_same_spatial_positions_in_every_slice():

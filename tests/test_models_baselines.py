@@ -392,3 +392,43 @@ def test_workflow_init_path_loads_an_s4d_layout_pretrain(tmp_path):
     model = build_model(cfg, verbose=False)
     for k in ("blocks.3.mlp.fc1.weight", "blocks.0.attn.q_bias", "patch_embed.proj.weight"):
         assert torch.equal(model.state_dict()[k], plain.state_dict()[k]), k
+
+
+def test_unilearn_table3_variants_have_the_papers_parameter_counts():
+    """UniLearn Table 3 (test / train, M): ViT 86 / 86, ViT-MTL 86 / 86, UniLearn 90 / 101, ViT-MoE 115 / 285."""
+    counts = {}
+    for name, kwargs in {"ViT": {"moe_layers": []}, "UniLearn": {}, "ViT-MoE": {"moe_kind": "ffn"}}.items():
+        model = create_model("unilearn_base_patch16_160", num_classes=7, **kwargs)
+        counts[name] = (round(active_parameters(model) / 1e6), round(count_parameters(model)[0] / 1e6))
+    assert counts == {"ViT": (86, 86), "UniLearn": (90, 101), "ViT-MoE": (115, 285)}
+    moe = create_model("unilearn_tiny", moe_kind="ffn")
+    assert all(b.mlp is None and len(b.moe_layer.experts) == 8 for b in moe.blocks[2:])   # FFN experts replace it
+    assert moe.blocks[2].moe_layer.experts[0].fc1.out_features == 4 * moe.embed_dim
+    logits, _ = moe(torch.randn(2, 3, 4, 64, 64))
+    assert logits.shape == (2, 7) and moe.aux_loss() > 0
+
+
+@pytest.mark.parametrize("position,depth,expected", [
+    ("early", 12, (0, 1, 2, 3, 4, 5)), ("middle", 12, (3, 4, 5, 6, 7, 8)), ("later", 12, (6, 7, 8, 9, 10, 11)),
+    ("alternate", 12, (1, 3, 5, 7, 9, 11)), (None, 4, (2, 3)), ([], 4, ()), ([0, 3], 4, (0, 3))])
+def test_moae_positions_of_unilearn_table5(position, depth, expected):
+    from dfer.models.unilearn import moe_layer_indices
+
+    assert moe_layer_indices(position, depth) == expected
+    with pytest.raises(ValueError, match="moe_layers"):
+        moe_layer_indices("first", depth)
+
+
+def test_vit_moe_experts_start_from_the_pretrained_ffn(tmp_path):
+    """Sparse upcycling: each FFN expert of a ViT-MoE block is the pretrained dense FFN."""
+    from dfer.models.unilearn import load_unilearn_pretrained
+
+    torch.manual_seed(3)
+    plain = create_model("unilearn_tiny", moe_layers=())
+    path = tmp_path / "pretrain.pt"
+    torch.save({"model": {f"encoder.{k}": v for k, v in plain.state_dict().items()}}, path)
+    moe = create_model("unilearn_tiny", moe_kind="ffn")
+    load_unilearn_pretrained(moe, path, verbose=False)
+    for e in range(8):
+        assert torch.equal(moe.blocks[3].moe_layer.experts[e].fc2.weight, plain.blocks[3].mlp.fc2.weight)
+    assert torch.equal(moe.blocks[0].mlp.fc1.weight, plain.blocks[0].mlp.fc1.weight)   # dense blocks as before

@@ -140,13 +140,13 @@ def test_snakemake_dry_run_lists_the_expected_jobs(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, re.M))
     plan = make_plan()
     tables = plan.tables
-    evaluated = {h for t in tables for h in plan.table_runs(t)}
+    evaluated = {h for t in tables + plan.figures for h in plan.table_runs(t)}
     trained = set(plan.closure(sorted(evaluated)))
     # Each unique run is one training job (which ends with its evaluation), however many cells it serves.
     assert evaluated <= trained
     assert int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(trained)
     assert "evaluate" not in counts and "run_config" not in counts
-    assert int(counts["table"]) == len(tables) == 15
+    assert int(counts["table"]) == len(tables) == 19
     assert int(counts["synth"]) == 1 and int(counts["claims"]) == 1
     assert not {"plan_runs", "table_plan", "stage_params", "mlflow_init"} & set(counts)  # jobs write their own settings
     assert not (tmp_path / "results").exists()  # a dry run writes nothing

@@ -80,7 +80,9 @@ def test_missing_results_are_marked_not_invented(tmp_path, capsys):
 def test_every_declared_paper_table_resolves():
     plan = build_plan(own_params(), __import__("yaml").safe_load(
         (ROOT / "workflow/tables.yaml").read_text()))
-    assert plan.tables == [f"table_{i}" for i in range(1, 11)] + [f"nr_table_{i}" for i in range(1, 6)]
+    assert plan.tables == ([f"table_{i}" for i in range(1, 11)] + [f"nr_table_{i}" for i in range(1, 6)]
+                           + [f"unilearn_table_{i}" for i in range(2, 6)])
+    assert plan.figures == ["fig_per_class", "fig_tsne", "fig_sdl_probs", "unilearn_fig_3a"]
     # the paper's numbers are encoded: e.g. Table VII's full model and Table X's S2D* Disgust
     t7 = {(c.row, c.column): c.paper for c in plan.cells["table_7"]}
     assert t7[("+MCP +TMA +SDL (S2D)", "FERV39K WAR")] == 52.56
@@ -147,3 +149,27 @@ def test_a_not_run_entry_that_selects_nothing_is_an_error():
 
     with pytest.raises(ConfigError, match=r"tables.not_run\[0\].*selects no cell"):
         build_plan(own_params("tables.not_run=[{tables: [table_t], row: no such row, reason: typo}]"), TABLES)
+
+
+def test_unilearn_table3_reads_active_and_total_parameters_and_fig_3a_draws_a_curve(tmp_path):
+    """UniLearn's Table 3 columns come from the trained models' counts in eval.json (active at test, all in
+    training); Fig. 3(a) plots UAR and WAR against the number of experts from the same kind of files."""
+    from dfer.workflow.figures import draw
+
+    tables = __import__("yaml").safe_load((ROOT / "workflow/tables.yaml").read_text())
+    plan = build_plan(own_params(), tables)
+    counts = {"6 ViT": (86.2e6, 86.2e6), "7 ViT-MTL (w/o MoAE)": (86.2e6, 86.2e6),
+              "8 UniLearn (MoAE)": (89.9e6, 100.5e6), "9 ViT-MoE": (114.6e6, 284.7e6)}
+    for row, (active, total) in counts.items():
+        c = next(c for c in plan.cells["unilearn_table_3"] if c.row == row)
+        write_eval(tmp_path, plan.runs[c.runs[0]], {"uar": 0.4, "war": 0.5, "parameters": {
+            "total": total, "tunable": total, "active": active}})
+    _, csv3, _ = render_table(plan.table_payload("unilearn_table_3"), tmp_path / "tables", tmp_path)
+    rows = {(r["row"], r["metric"]): r for r in csv.DictReader(csv3.open())}
+    assert float(rows[("9 ViT-MoE", "active_m")]["ours"]) == pytest.approx(114.6)
+    assert float(rows[("9 ViT-MoE", "total_m")]["ours"]) == pytest.approx(284.7)
+    assert float(rows[("8 UniLearn (MoAE)", "total_m")]["paper"]) == 101
+    for c, uar in zip(plan.cells["unilearn_fig_3a"], (0.30, 0.35, 0.40, 0.33)):
+        write_eval(tmp_path, plan.runs[c.runs[0]], {"uar": uar, "war": uar + 0.1})
+    png = draw(plan.table_payload("unilearn_fig_3a"), tmp_path / "fig.png", tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

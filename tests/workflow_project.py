@@ -21,7 +21,8 @@ BIN = Path(sys.executable).parent
 
 # Dotted overrides of params.yaml (the synthetic preset's values live under presets.synthetic).
 # The tables of the three papers, in declaration order (workflow/tables.yaml).
-DECLARED_TABLES = [f"table_{i}" for i in range(1, 11)] + [f"nr_table_{i}" for i in range(1, 6)]
+DECLARED_TABLES = ([f"table_{i}" for i in range(1, 11)] + [f"nr_table_{i}" for i in range(1, 6)]
+                   + [f"unilearn_table_{i}" for i in range(2, 6)])
 
 SHRINK = {
     "synth.scale": 0.5,
@@ -108,8 +109,8 @@ def job_counts(log: str) -> dict[str, int]:
     return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M) if rule != "total"}
 
 
-def planned(proj: Path, tmp: Path) -> dict:
-    """`dfer plan --json`: hash -> {name, tables, cells, upstream} of every unique run."""
+def planned(proj: Path, tmp: Path, tables: list[str] | None = None) -> dict:
+    """`dfer plan --json`: hash -> {name, tables, cells, upstream} of every unique run (of ``tables`` only)."""
     out = tmp / "plan.json"
-    run(proj, "dfer", "plan", "--json", str(out))
+    run(proj, "dfer", "plan", "--json", str(out), *[f"--table={t}" for t in tables or []])
     return json.loads(out.read_text())

@@ -32,6 +32,7 @@ from dfer.engine import checkpointing as ck
 from dfer.engine.loop import Precision, build_landmarks, build_model, landmark_input, predict_views
 from dfer.engine.metrics import average_views, plot_confusion, summarize
 from dfer.models.params import count_parameters
+from dfer.models.unilearn import active_parameters
 from dfer.engine.runconfig import BEST_ON_TEST_LABEL, check, class_names, load_run_config, project_base, run_hash
 
 OUTPUT_FILES = ("eval.json", "confusion.png", "predictions.csv", "features.npy", "predictions.npz")
@@ -150,7 +151,7 @@ def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
         "selection": BEST_ON_TEST_LABEL if select == "best_on_test" else "last",
         "epoch": epoch if epoch is not None else meta.get("epoch"),
         "checkpoint": str(checkpoint),
-        "parameters": dict(zip(("total", "tunable"), count_parameters(model))),
+        "parameters": {**dict(zip(("total", "tunable"), count_parameters(model))), "active": active_parameters(model)},
         "flops": model_flops(model, cfg, lmk_net, device),
         "protocol": {"views_per_video": res["views"], **cfg["data"]["test_views"],
                      "identical_spatial_crops": "computed once (square resize: every crop is the whole frame)",

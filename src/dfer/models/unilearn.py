@@ -176,26 +176,56 @@ class SparseMoE(nn.Module):
         return out.view_as(h)
 
 
+MOE_KINDS = ("adapter", "ffn")
+MOE_POSITIONS = ("early", "middle", "later", "alternate")
+
+
+def moe_layer_indices(moe_layers, depth: int) -> tuple[int, ...]:
+    """The blocks that hold a mixture: explicit indices, or a position of the paper's Table 5 (right) for any
+    depth: ``early`` (the first half), ``middle`` (the central half), ``later`` (the last half: the default,
+    S4D's layers 6..11 of 12), ``alternate`` (every other block, 1, 3, ..; the paper does not say which half)."""
+    half = depth // 2
+    if moe_layers is None:
+        moe_layers = "later"
+    if isinstance(moe_layers, str):
+        starts = {"early": 0, "middle": (depth - half) // 2, "later": depth - half}
+        if moe_layers == "alternate":
+            return tuple(range(1, depth, 2))
+        if moe_layers not in starts:
+            raise ValueError(f"moe_layers must be block indices or one of {MOE_POSITIONS}, got {moe_layers!r}")
+        return tuple(range(starts[moe_layers], starts[moe_layers] + half))
+    layers = tuple(int(i) for i in moe_layers)
+    if any(not 0 <= i < depth for i in layers):
+        raise ValueError(f"moe_layers {layers} outside the model's {depth} blocks")
+    return layers
+
+
 class Block(nn.Module):
-    """Pre-norm ViT block; with ``moe`` the MoAE runs in parallel to the FFN (S4D ``BlockMoEAdapters``)."""
+    """Pre-norm ViT block. ``moe`` with ``moe_kind="adapter"``: the MoAE runs in parallel to the FFN (S4D
+    ``BlockMoEAdapters``, UniLearn); ``moe_kind="ffn"``: the FFN itself is replaced by a mixture of full-size FFN
+    experts (V-MoE, Riquelme et al. 2021: UniLearn's "ViT-MoE" baseline, its Table 3)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, moe: bool = False,
                  num_experts: int = 8, top_k: int = 2, capacity_factor: float = 1.0, expert_ratio: float = 0.25,
-                 expert_skip: bool = False, eval_noise: bool = False):
+                 expert_skip: bool = False, eval_noise: bool = False, moe_kind: str = "adapter"):
         super().__init__()
+        if moe_kind not in MOE_KINDS:
+            raise ValueError(f"moe_kind must be one of {MOE_KINDS}, got {moe_kind!r}")
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-        self.moe_layer = (SparseMoE(dim, int(dim * expert_ratio), num_experts, top_k, capacity_factor, drop,
-                                    expert_skip, eval_noise) if moe else None)
+        ffn_experts = moe and moe_kind == "ffn"
+        self.mlp = None if ffn_experts else Mlp(dim, int(dim * mlp_ratio), drop)
+        hidden = int(dim * mlp_ratio) if ffn_experts else int(dim * expert_ratio)
+        self.moe_layer = (SparseMoE(dim, hidden, num_experts, top_k, capacity_factor, drop,
+                                    expert_skip and not ffn_experts, eval_noise) if moe else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))
         h = self.norm2(x)
-        y = self.mlp(h)
+        y = self.mlp(h) if self.mlp is not None else 0
         if self.moe_layer is not None:
             y = y + self.moe_layer(h)
         return x + self.drop_path(y)
@@ -230,16 +260,14 @@ class UniLearnViT(nn.Module):
                  img_size: int = 160, patch_size: int = 16, tubelet_size: int = 2, in_chans: int = 3,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, moe_layers: tuple[int, ...] | None = None, num_experts: int = 8,
-                 top_k: int = 2, capacity_factor: float = 1.0, expert_ratio: float = 0.25,
+                 top_k: int = 2, capacity_factor: float = 1.0, expert_ratio: float = 0.25, moe_kind: str = "adapter",
                  expert_skip: bool = False, eval_noise: bool = False, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, fc_drop_rate: float = 0.0):
         super().__init__()
         self.num_classes = num_classes
         self.num_frames, self.img_size, self.tubelet_size = num_frames, img_size, tubelet_size
         self.num_features = self.embed_dim = embed_dim
-        if moe_layers is None:
-            moe_layers = tuple(range(depth // 2, depth))        # paper: the latter half
-        self.moe_layers = tuple(moe_layers)
+        self.moe_layers = moe_layer_indices(moe_layers, depth)
         self.patch_embed = PatchEmbed3D(img_size, patch_size, tubelet_size, in_chans, embed_dim)
         self.grid = img_size // patch_size
         n_pos = (num_frames // tubelet_size) * self.grid * self.grid
@@ -249,7 +277,7 @@ class UniLearnViT(nn.Module):
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
                   moe=i in self.moe_layers, num_experts=num_experts, top_k=top_k, capacity_factor=capacity_factor,
-                  expert_ratio=expert_ratio, expert_skip=expert_skip, eval_noise=eval_noise)
+                  expert_ratio=expert_ratio, expert_skip=expert_skip, eval_noise=eval_noise, moe_kind=moe_kind)
             for i in range(depth)])
         self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.fc_dropout = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
@@ -294,9 +322,11 @@ class UniLearnViT(nn.Module):
         return torch.stack(losses).sum()
 
 
-def active_parameters(model: UniLearnViT) -> int:
-    """Parameters one token uses at inference: all but the (n - k) unselected experts per MoAE layer
-    (the paper's "test" count, Table 3: 90 M of 101 M at ViT-B, n=8, k=2)."""
+def active_parameters(model: nn.Module) -> int:
+    """Parameters one token uses at inference: all but the (n - k) unselected experts per MoAE / MoE layer
+    (the paper's "test" count, Table 3: 90 M of 101 M at ViT-B, n=8, k=2); all of them for other models."""
+    if not isinstance(model, UniLearnViT):
+        return sum(p.numel() for p in model.parameters())
     total = sum(p.numel() for p in model.parameters())
     for moe in model.moe_modules():
         per_expert = sum(p.numel() for p in moe.experts[0].parameters())
@@ -311,6 +341,8 @@ def load_unilearn_pretrained(model: UniLearnViT, path, verbose: bool = True, tru
     ``encoder.``/``backbone.`` prefixes stripped; MAE decoder keys, ``mask_token`` and the position table
     (fixed sinusoidal, rebuilt here) dropped; heads with another class count dropped (re-initialised);
     load non-strict and print a report. MoAE experts and routers are new: they stay randomly initialised.
+    ViT-MoE blocks (``moe_kind="ffn"``, no dense FFN) start every FFN expert from the pretrained FFN (sparse
+    upcycling; the UniLearn paper does not say how its ViT-MoE baseline was initialised).
     (S4D also writes the pretrained FFN into ``blocks.{l}.mlp.experts.{e}.*`` keys, which match no
     parameter (the model's experts are ``blocks.{l}.moe_layer.experts.{e}``) and could not fit anyway
     (3072 vs 192 hidden units); the FFN itself, ``blocks.{l}.mlp``, is loaded from the pretrain.)
@@ -336,6 +368,12 @@ def load_unilearn_pretrained(model: UniLearnViT, path, verbose: bool = True, tru
                 k = k[len(prefix):]
         sd[k] = v
     own = model.state_dict()
+    for i, blk in enumerate(model.blocks):   # ViT-MoE: the pretrained FFN initialises each FFN expert
+        if blk.mlp is None and blk.moe_layer is not None:
+            for name in [k for k in sd if k.startswith(f"blocks.{i}.mlp.")]:
+                tensor = sd.pop(name)
+                for e in range(blk.moe_layer.num_experts):
+                    sd[name.replace(".mlp.", f".moe_layer.experts.{e}.")] = tensor
     for k in list(sd):
         why = None
         if k.startswith("decoder") or k in ("mask_token", "encoder_to_decoder.weight"):

@@ -153,6 +153,8 @@ def image_samples(sources: list[dict], base: Path | None = None) -> list:
                 raise ConfigError(f"pretrain source {src['dataset']} is a video dataset; MAE pre-training reads "
                                   "image datasets (AffectNet-7/8, RAF-DB, FERPlus) or {images: ...}")
             out += load_dataset_entry(src["dataset"], src["entry"], src["split"], base=base)
+        elif "video_frames" in src:   # videos read as images: one frame of each (random in training)
+            out += _list_files(src["video_frames"], base, "video")
         else:
             out += _list_files(src["images"], base, "image")
     return out
@@ -185,13 +187,19 @@ class MAEImages(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        from dfer.data.clips import read_image
+        from dfer.data.clips import open_clip, read_image
         from dfer.data.transforms import random_resized_crop_params, to_normalized_tensor
 
-        img = read_image(self.samples[index])
+        sample = self.samples[index]
+        # Drawn from torch's RNG (seeded per epoch and per DataLoader worker, saved for resumption).
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if self.train else None
+        if sample.kind == "video":   # a {video_frames: ...} source: one frame of the clip as the image
+            clip = open_clip(sample)
+            frame = int(rng.integers(len(clip))) if rng is not None else len(clip) // 2
+            img = clip.get([frame])[0]
+        else:
+            img = read_image(sample)
         if self.train:
-            # Drawn from torch's RNG (seeded per epoch and per DataLoader worker, saved for resumption).
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
             top, left, ch, cw = random_resized_crop_params(img.shape[0], img.shape[1], rng, self.scale, self.ratio)
             img = img[top:top + ch, left:left + cw]
             flip = self.hflip and rng.random() < 0.5

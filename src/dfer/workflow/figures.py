@@ -1,6 +1,7 @@
 """Draw the paper's figures from run results (workflow/tables.yaml `figures:`).
 
 Kinds: ``per_class_bars`` (per-class accuracy of each series, one panel per dataset, from eval.json),
+``metric_curve`` (UAR and WAR against the series' settings, in order: e.g. UniLearn's number of experts),
 ``tsne`` (2-D t-SNE of the test features) and ``prob_dist`` (distribution of the predicted probability of
 the true class and of the top class, with/without SDL). The last two read ``predictions.npz`` from the run
 folder (``features [N,D]``, ``probs [N,K]``, ``labels [N]``, written by `dfer evaluate`).
@@ -98,8 +99,24 @@ def draw(payload: dict, out: str | Path, root: str | Path = ".", kind: str | Non
                 ax.set_xlabel("probability")
                 ax.set_ylabel("test samples")
                 ax.legend()
+    elif kind == "metric_curve":   # one setting per series (x, in order), UAR and WAR of its runs (y)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = [c["row"] for c in cells]
+        for metric in ("uar", "war"):
+            ys = []
+            for c in cells:
+                vs = [metric_value(ev, metric, c["dataset"], c["dataset"]) for h in c["runs"]
+                      if (ev := _eval(root, payload, h))]
+                vs = [v for v in vs if v is not None]
+                ys.append(float(np.mean(vs)) if vs else np.nan)
+            ax.plot(xs, ys, marker="o", label=metric.upper())
+            for x, y in zip(xs, ys):
+                ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        ax.set_xlabel("setting")
+        ax.set_ylabel("%")
+        ax.legend()
     else:
-        raise ConfigError(f"unknown figure kind {kind!r} (per_class_bars | tsne | prob_dist)")
+        raise ConfigError(f"unknown figure kind {kind!r} (per_class_bars | tsne | prob_dist | metric_curve)")
     fig.suptitle(payload.get("title", ""))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

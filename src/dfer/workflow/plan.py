@@ -334,11 +334,19 @@ def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:
     method = cfg["model"]["name"].split("_")[0] if cfg["task"] == "sfer" else cfg["method"]
     parts = [method, cfg["dataset"]] + ([f"fold{cfg['fold']}"] if cfg.get("fold") else [])
     a, b = flatten(cfg), flatten(default_cfg)
-    diffs = []
+    diffs: list[str] = []
+    named: set[str] = set()
     for k in sorted(set(a) | set(b)):
         if (k.split(".")[0] in UNHASHED_KEYS or a.get(k) == b.get(k) or k == "data.features" or k.startswith("landmarks.weights")
                 or (k.startswith("landmarks") and cfg.get("landmarks") is None)
                 or {} in (a.get(k), b.get(k))):   # an empty section on one side: its keys show on the other
+            continue
+        # a section set to null on one side (e.g. train.joint: null) is named once, not key by key
+        parent = next((p for p in _prefixes(k) if a.get(p, 0) is None), None)
+        if parent is not None and parent != k:
+            if parent not in named and not parent.startswith("joint_data"):   # joint_data follows train.joint
+                named.add(parent)
+                diffs.append(f"{parent.split('.')[-1]}={a.get(parent)}")
             continue
         v = a.get(k)
         if k == "model.init" and isinstance(v, str) and v.startswith(RUNS_DIR):
@@ -348,6 +356,12 @@ def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:
             continue
         diffs.append(f"{k.split('.')[-1]}={v}")
     return "/".join(parts) + (f"+{','.join(diffs)}" if diffs else "")
+
+
+def _prefixes(key: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b", "a.b.c"]``."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def method_run_config(params: dict, method: str, dataset: str, set_: dict | None = None,
@@ -516,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, metavar="PATH", help="write hash -> {name, tables, cells} as JSON")
     args = ap.parse_args(argv)
     plan = plan_from_files(args.params, args.tables, args.set)
-    wanted = args.table or plan.tables
+    wanted = args.table or plan.tables + plan.figures
     unknown = [t for t in wanted if t not in plan.cells]
     if unknown:
         raise ConfigError(f"unknown table(s) {unknown}; declared: {sorted(plan.cells)}")

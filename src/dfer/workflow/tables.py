@@ -25,7 +25,11 @@ from typing import Any
 from dfer.config import ConfigError
 
 METRIC_LABEL = {"uar": "UAR", "war": "WAR", "acc": "Acc", "ion": "ION", "params_m": "Params (M)",
-                "tunable_m": "Tunable Params (M)", "gflops": "GFLOPs"}
+                "tunable_m": "Tunable Params (M)", "total_m": "Params (M)", "active_m": "Active Params (M)",
+                "gflops": "GFLOPs"}
+# the trained model's parameter counts in eval.json (evaluate): all, trainable (after freezing), used per token at
+# inference (a mixture of experts uses k of its n experts)
+PARAMETER_METRICS = {"tunable_m": "tunable", "total_m": "total", "active_m": "active"}
 NOT_MEASURED = "not measured"
 NOT_RUN = "not run"
 
@@ -67,9 +71,9 @@ def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | 
         if dataset not in cross:
             return None
         block = cross[dataset]
-    if metric == "tunable_m":  # the model's trainable parameters (after the freezing rule), in millions
-        params = ev.get("parameters")
-        return None if params is None else params["tunable"] / 1e6
+    if metric in PARAMETER_METRICS:  # in millions
+        count = (ev.get("parameters") or {}).get(PARAMETER_METRICS[metric])
+        return None if count is None else count / 1e6
     if metric == "gflops":  # one test view, counted (evaluate.model_flops); papers' "GFLOPs" are multiply-adds
         flops = ev.get("flops")
         return None if flops is None else float(flops["model_gmacs"])
@@ -94,7 +98,7 @@ def metric_value(ev: dict, metric: str, dataset: str | None, run_dataset: str | 
             v = None
     else:
         raise ConfigError(f"unknown metric {metric!r} (uar | war | acc | class:<name> | ion | params_m | "
-                          "tunable_m | gflops)")
+                          "tunable_m | total_m | active_m | gflops)")
     return None if v is None else float(v) * scale
 
 
