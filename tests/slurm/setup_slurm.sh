@@ -2,7 +2,7 @@
 # Start a real single-node SLURM cluster on this machine for the tests (Debian 12, slurm 22.05):
 # munged, MariaDB + slurmdbd (so sacct works, as on real clusters), slurmctld, slurmd, and NGPU fake GPUs
 # (GRES backed by character devices) so that GPU requests are scheduled. Idempotent; needs root.
-# Stop everything with stop_slurm.sh. Facts and pitfalls: ../shared/notes/slurm-single-node.md.
+# Stop everything with stop_slurm.sh. Each pitfall of a single-node cluster is commented where it is handled.
 set -euo pipefail
 NGPU=${NGPU:-2}
 STATE=${SLURM_FAKE_STATE:-/var/lib/slurm-fake}

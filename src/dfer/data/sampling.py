@@ -1,4 +1,4 @@
-"""Temporal sampling of the official S2D/MAE-DFER code (official-code-facts.md §1.7).
+"""Temporal sampling of the official S2D code (MSA-LMC/S2D's video dataset, inherited from VideoMAE/MAE-DFER).
 
 Training: one 16-frame clip per video; a video with at most ``num_frames * sampling_rate`` frames is
 sampled with ``linspace`` and padded by repeating its last frame, a longer one gets a random window.

@@ -1,6 +1,6 @@
 """Clip transforms: the same random augmentation for every frame of a clip, then ImageNet normalisation.
 
-Training order follows the official S2D/VideoMAE loader (official-code-facts.md §1.7): frames resized
+Training order follows the official S2D loader (MSA-LMC/S2D, inherited from VideoMAE): frames resized
 (square, as the official loader does) -> RandAugment -> to tensor, normalise -> RandomResizedCrop ->
 horizontal flip -> random erasing (one box for the whole clip). Mixup/CutMix mix whole batches and belong to
 the engine (timm ``Mixup``). Test: resize, then ``n`` crops along the long side (identical for square frames,

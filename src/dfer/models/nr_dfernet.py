@@ -1,6 +1,7 @@
 """NR-DFERNet: Noise-Robust network for Dynamic Facial Expression Recognition (Li et al., ACM MM 2022).
 
-Paper: /work/shared/papers/002_*.txt (arXiv 2206.04975). No public code exists; this is a reproduction from
+Paper: Li et al., "NR-DFERNet: Noise-Robust Network for Dynamic Facial Expression Recognition" (arXiv
+2206.04975). No public code exists; this is a reproduction from
 the text. Three stages (paper Fig. 2):
 
   spatial   per-frame CNN trunk -> primary maps F_i [C,H,W] (i = 1..T);

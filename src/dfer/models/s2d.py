@@ -23,7 +23,7 @@ Ablation switches (constructor kwargs):
   adapter = "tma" (official) | "temporal" (T-Adapter only) | "vanilla" (S-Adapter only) | "none"
 With fusion="none" and adapter="none" the model is a plain ViT (+ temporal embedding, I3D head).
 
-Differences from the official code (README material):
+Differences from the official code (also listed in the README's differences):
   * Built on timm 1.x ``Block``/``Attention``/``Mlp``/``PatchEmbed`` (the official code needs timm 0.6);
     parameter names are unchanged.
   * Sizes other than ViT-B/16 at 224 px: the landmark map (``lmk_grid``, 14 for MobileFaceNet at 112 px)

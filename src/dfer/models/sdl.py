@@ -10,7 +10,8 @@ The loss is ``L = CE(logits, y) + lambda * BCEWithLogits(logits, p_soft)`` (Eq. 
 to 1 over training. Queues are updated with the features/probabilities of the current mini-batch under
 their ground-truth labels (oldest anchors dropped).
 
-Paper vs official code (README material; the paper is the default, the official behaviour is a named option):
+Paper vs official code (also in the README's differences; the paper is the default, the official behaviour is a
+named option):
   * lambda schedule. ``schedule="paper"``: "gradually increased from 0 to 1" -> linear,
     lambda = epoch / (total_epochs - 1). ``schedule="official"``: the step function of the official
     ``utils/loss.py`` (0 before epoch 30, 0.01 before 50, 0.1 before 60, 0.5 before 80, then 1), and the SDL

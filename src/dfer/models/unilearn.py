@@ -1,6 +1,7 @@
 """UniLearn: ViT with a Mixture of Adapter Experts (MoAE), jointly fine-tuned on static and dynamic FER.
 
-Paper: /work/shared/papers/003_*.txt (arXiv 2409.06154); released code: MSA-LMC/S4D
+Paper: Chen et al., "UniLearn: Enhancing Dynamic Facial Expression Recognition through Unified Pre-Training and
+Fine-Tuning on Images and Videos" (arXiv 2409.06154); released code: MSA-LMC/S4D
 (``finetune/s4d/videomae.py``, ``VisionTransformerMoE`` / ``vitmoe_base_patch16_160``). Parameter names
 and shapes follow S4D, so S4D fine-tuned checkpoints load as they are and the released MAE pretrain
 (``vit_base_voxceleb2+affectnet_100.pt``) loads with :func:`load_unilearn_pretrained`.
@@ -30,7 +31,7 @@ slice of the position table), ``[B,3,T,H,W]`` -> ``head.video``; ``task="image"|
 is plain cross-entropy on the selected head's logits (+ the aux loss). The paper uses the SFER data at 50%
 of its size (``sfer_data_rate 0.5`` in S4D) and reports DFER metrics from ``head.video``.
 
-Differences from S4D (README material):
+Differences from S4D (also listed in the README's differences):
   * The router adds noise only in training mode (S4D also adds it at evaluation, which makes test
     predictions random); ``eval_noise=True`` restores S4D's behaviour.
   * S4D's aux loss averages the *raw* noisy logits (``get_layer_loss(noisy_logits)``) where Switch uses
