@@ -91,6 +91,24 @@ def seed_everything(seed: int) -> None:
 
 
 # ---- resume checkpoint ------------------------------------------------------------------------------
+def finished(out: str | os.PathLike, key: str, expected: str, what: str, fix: str) -> bool:
+    """Whether ``out/done.json`` marks a finished job whose ``key`` is ``expected`` (a re-run is then a no-op);
+    an error naming both hashes when the folder holds another job's result (``what``: whose, ``fix``: what to do),
+    so that a finished result is never overwritten by a job of other settings."""
+    from dfer.config import ConfigError
+
+    done = Path(out) / "done.json"
+    if not done.is_file():
+        return False
+    try:
+        found = json.loads(done.read_text()).get(key)
+    except ValueError:
+        return False
+    if found != expected:
+        raise ConfigError(f"{out}: holds {what} {found}, not {expected}; {fix}")
+    return True
+
+
 def resume_path(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / RESUME_DIR / RESUME_FILE
 

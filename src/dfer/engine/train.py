@@ -404,17 +404,8 @@ def make_tracker(cfg: dict, enabled: bool):
 
 def finished(out: Path, h: str) -> bool:
     """True when ``out`` holds the finished run of this config; error if it holds another config's run."""
-    done = out / "done.json"
-    if not done.is_file():
-        return False
-    try:
-        d = json.loads(done.read_text())
-    except ValueError:
-        return False
-    if d.get("config_hash") != h:
-        raise ConfigError(f"{out}: holds the finished run of config {d.get('config_hash')}, not {h}; set another "
-                          "output_dir, or delete the folder to retrain")
-    return True
+    return ck.finished(out, "config_hash", h, "the finished run of config",
+                       "set another output_dir, or delete the folder to retrain")
 
 
 def train_run(cfg: dict, device: str | None = None, force: bool = False, track: bool = True,

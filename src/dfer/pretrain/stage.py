@@ -342,19 +342,8 @@ def write_reconstructions(path: Path, grid: np.ndarray, titles: list[str], loss:
 
 # ---- the stage --------------------------------------------------------------------------------------
 def finished(out: Path, h: str) -> bool:
-    import json
-
-    done = out / "done.json"
-    if not done.is_file():
-        return False
-    try:
-        d = json.loads(done.read_text())
-    except ValueError:
-        return False
-    if d.get("settings_hash") != h:
-        raise ConfigError(f"{out}: holds a finished pre-training with settings {d.get('settings_hash')}, not {h}; "
-                          "pass another --out, --force, or delete the folder")
-    return True
+    return ck.finished(out, "settings_hash", h, "a finished pre-training with settings",
+                       "pass another --out, --force, or delete the folder")
 
 
 def pretrain_mae(settings: dict, out: Path, *, device: str | None = None, show: bool = True,

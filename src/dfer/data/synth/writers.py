@@ -129,19 +129,18 @@ def _plan_folded_clips(ds: str, cfg: dict, seed: int, id_range: int):
 def write_dfew(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
     ds = "DFEW"
     classes, emotions, n, ann, folds, ids = _plan_folded_clips(ds, cfg, seed, id_range=16373)
-    size, T = int(cfg["size"]), int(cfg["frames"])
-    frames_dir = tmp / "Clip" / "clip_224x224_16f"
-    gt_dir = tmp / "_groundtruth"
-    truth = []
-    for i in progress(range(n), desc=ds):
-        r_ = item_rng(seed, ds, i)
-        true = ex.true_from_annotated(r_, ann[i], cfg["label_noise"], emotions)
-        r = render_clip(r_, true, T, (size, size), "aligned", diff)
+    size = int(cfg["size"])
+
+    def render(i, r_, true, T):
+        return render_clip(r_, true, T, (size, size), "aligned", diff)
+
+    def write(i, r_, r):
         q = _quality(r_)
         for k, img in enumerate(r.frames, 1):
-            write_jpg(frames_dir / ids[i] / f"{k}.jpg", img, q)
-        write_clip_groundtruth(gt_dir, ids[i], r, ann[i], {"fold": folds[i]})
-        truth.append(true)
+            write_jpg(tmp / "Clip" / "clip_224x224_16f" / ids[i] / f"{k}.jpg", img, q)
+        write_clip_groundtruth(tmp / "_groundtruth", ids[i], r, ann[i], {"fold": folds[i]})
+
+    truth, n_frames = _render_clips(ds, seed, n, ann, emotions, cfg, progress, render, write)
     lab = [emotions.index(a) for a in ann]
     split_dir = tmp / "EmoLabel_DataSplit"
     counts = {}
@@ -156,8 +155,7 @@ def write_dfew(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progres
                         [f"{(final / 'Clip' / 'clip_224x224_16f' / ids[i]).as_posix()} "
                          f"{mae.index(classes[lab[i]])}" for i in rows])
             counts[f"fold{k}/{split}"] = _counts([ann[i] for i in rows], classes)
-    return {"items": n, "frames": n * T, "counts": counts, "all": _counts(ann, classes),
-            "label_noise": float(np.mean([a != t for a, t in zip(ann, truth)]))}
+    return _clip_summary(n, ann, truth, n_frames, counts, classes)
 
 
 # ------------------------------------------------------------------------------------------ MAFW
@@ -182,18 +180,15 @@ def write_mafw(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progres
     ds = "MAFW"
     classes, emotions, n, ann, folds, ids = _plan_folded_clips(ds, cfg, seed, id_range=10046)
     size = (int(cfg["height"]), int(cfg["width"]))
-    lo, hi = cfg["frames"]
-    gt_dir = tmp / "_groundtruth"
-    truth, n_frames = [], 0
-    for i in progress(range(n), desc=ds):
-        r_ = item_rng(seed, ds, i)
-        true = ex.true_from_annotated(r_, ann[i], cfg["label_noise"], emotions)
-        T = int(r_.integers(lo, hi + 1))
-        r = render_clip(r_, true, T, size, "wild", diff, face_width=tuple(cfg["face_width"]))
+
+    def render(i, r_, true, T):
+        return render_clip(r_, true, T, size, "wild", diff, face_width=tuple(cfg["face_width"]))
+
+    def write(i, r_, r):
         _write_mp4(tmp / "data" / "clips" / f"{ids[i]}.mp4", r.frames, int(cfg["fps"]))
-        write_clip_groundtruth(gt_dir, ids[i], r, ann[i], {"fold": folds[i], "fps": int(cfg["fps"])})
-        truth.append(true)
-        n_frames += T
+        write_clip_groundtruth(tmp / "_groundtruth", ids[i], r, ann[i], {"fold": folds[i], "fps": int(cfg["fps"])})
+
+    truth, n_frames = _render_clips(ds, seed, n, ann, emotions, cfg, progress, render, write)
     lab = [emotions.index(a) for a in ann]
     mae = labels.MAE_DFER_CLASSES[ds]
     counts = {}
@@ -208,8 +203,7 @@ def write_mafw(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progres
                          f"{mae.index(labels.MAFW_OFFICIAL_NAMES[lab[i]])}" for i in rows])
             counts[f"fold{k}/{split}"] = _counts([ann[i] for i in rows], classes)
     write_lines(tmp / "anno" / "id_to_calss.txt", [f"{i} {c}" for i, c in enumerate(classes)])
-    return {"items": n, "frames": n_frames, "counts": counts, "all": _counts(ann, classes),
-            "label_noise": float(np.mean([a != t for a, t in zip(ann, truth)]))}
+    return _clip_summary(n, ann, truth, n_frames, counts, classes)
 
 
 # ------------------------------------------------------------------------------------------ FERV39K
@@ -227,20 +221,17 @@ def write_ferv39k(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, prog
     ids = [f"{scene_of[i]}/{classes[emotions.index(ann[i])]}/{int(numbers[i]):04d}" for i in range(n)]
     tints = {s: item_rng(seed, ds, f"scene:{s}").uniform(30, 220, 3).tolist() for s in scenes}
     size = int(cfg["size"])
-    lo, hi = cfg["frames"]
-    gt_dir = tmp / "_groundtruth"
-    truth, n_frames = [], 0
-    for i in progress(range(n), desc=ds):
-        r_ = item_rng(seed, ds, i)
-        true = ex.true_from_annotated(r_, ann[i], cfg["label_noise"], emotions)
-        T = int(r_.integers(lo, hi + 1))
-        r = render_clip(r_, true, T, (size, size), "aligned", diff, scene={"tint": tints[scene_of[i]]})
+
+    def render(i, r_, true, T):
+        return render_clip(r_, true, T, (size, size), "aligned", diff, scene={"tint": tints[scene_of[i]]})
+
+    def write(i, r_, r):
         q = _quality(r_)
         for k, img in enumerate(r.frames, 1):
             write_jpg(tmp / "2_ClipsforFaceCrop" / ids[i] / f"{k}.jpg", img, q)
-        write_clip_groundtruth(gt_dir, ids[i], r, ann[i], {"scene": scene_of[i]})
-        truth.append(true)
-        n_frames += T
+        write_clip_groundtruth(tmp / "_groundtruth", ids[i], r, ann[i], {"scene": scene_of[i]})
+
+    truth, n_frames = _render_clips(ds, seed, n, ann, emotions, cfg, progress, render, write)
     lab = [emotions.index(a) for a in ann]
     mae = labels.MAE_DFER_CLASSES[ds]
     counts = {}
@@ -254,6 +245,27 @@ def write_ferv39k(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, prog
                      for i in rows])
         counts[split] = _counts([ann[i] for i in rows], classes)
     write_lines(tmp / "Annotation" / "label_index.txt", [f"{i} {c}" for i, c in enumerate(classes)])
+    return _clip_summary(n, ann, truth, n_frames, counts, classes)
+
+
+def _render_clips(ds: str, seed: int, n: int, ann: list, emotions: list, cfg: dict, progress, render,
+                  write) -> tuple[list, int]:
+    """Every clip ``i`` of a clip dataset from its own RNG: the true label behind its annotation (label noise),
+    a length ``cfg["frames"]`` (a fixed count, or drawn from a [lo, hi] range), ``render(i, rng, true, T)`` then
+    ``write(i, rng, rendered)``; returns the true labels and the frame total."""
+    frames = cfg["frames"]
+    truth, n_frames = [], 0
+    for i in progress(range(n), desc=ds):
+        r_ = item_rng(seed, ds, i)
+        true = ex.true_from_annotated(r_, ann[i], cfg["label_noise"], emotions)
+        T = int(frames) if isinstance(frames, int) else int(r_.integers(frames[0], frames[1] + 1))
+        write(i, r_, render(i, r_, true, T))
+        truth.append(true)
+        n_frames += T
+    return truth, n_frames
+
+
+def _clip_summary(n: int, ann: list, truth: list, n_frames: int, counts: dict, classes: list) -> dict:
     return {"items": n, "frames": n_frames, "counts": counts, "all": _counts(ann, classes),
             "label_noise": float(np.mean([a != t for a, t in zip(ann, truth)]))}
 
@@ -270,23 +282,19 @@ def write_afew(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progres
     val = stratified_test(rng, ann, cfg["val_fraction"])
     ids = [f"{int(i):06d}" for i in rng.choice(np.arange(1, 999999), n, replace=False)]
     size = (int(cfg["height"]), int(cfg["width"]))
-    lo, hi = cfg["frames"]
-    gt_dir = tmp / "_groundtruth"
-    truth, n_frames, counts = [], 0, {}
-    for i in progress(range(n), desc=ds):
-        r_ = item_rng(seed, ds, i)
-        true = ex.true_from_annotated(r_, ann[i], cfg["label_noise"], emotions)
-        T = int(r_.integers(lo, hi + 1))
-        r = render_clip(r_, true, T, size, "wild", diff, face_width=tuple(cfg["face_width"]))
-        rel = f"{'Val' if val[i] else 'Train'}/{classes[emotions.index(ann[i])]}/{ids[i]}"
-        _write_mp4(tmp / f"{rel}.avi", r.frames, int(cfg["fps"]))
-        write_clip_groundtruth(gt_dir, rel.split("/", 1)[1], r, ann[i], {"split": rel.split("/")[0]})
-        truth.append(true)
-        n_frames += T
-    for split, is_val in (("train", False), ("test", True)):
-        counts[split] = _counts([ann[i] for i in range(n) if val[i] == is_val], classes)
-    return {"items": n, "frames": n_frames, "counts": counts, "all": _counts(ann, classes),
-            "label_noise": float(np.mean([a != t for a, t in zip(ann, truth)]))}
+
+    def render(i, r_, true, T):
+        return render_clip(r_, true, T, size, "wild", diff, face_width=tuple(cfg["face_width"]))
+
+    def write(i, r_, r):
+        split, emotion = "Val" if val[i] else "Train", classes[emotions.index(ann[i])]
+        _write_mp4(tmp / split / emotion / f"{ids[i]}.avi", r.frames, int(cfg["fps"]))
+        write_clip_groundtruth(tmp / "_groundtruth", f"{emotion}/{ids[i]}", r, ann[i], {"split": split})
+
+    truth, n_frames = _render_clips(ds, seed, n, ann, emotions, cfg, progress, render, write)
+    counts = {split: _counts([ann[i] for i in range(n) if val[i] == is_val], classes)
+              for split, is_val in (("train", False), ("test", True))}
+    return _clip_summary(n, ann, truth, n_frames, counts, classes)
 
 
 # ------------------------------------------------------------------------------------------ AffectNet
