@@ -288,3 +288,20 @@ def test_inference_variants_score_one_trained_model_under_each_snippet_filter(tm
     assert model.inference_settings(sf_mu1=0.0) == {"sf_mu1": 0.7}
     with pytest.raises(ValueError, match="no inference setting"):
         model.inference_settings(depth=3)
+
+
+def test_cross_dataset_tests_read_the_head_trained_for_them():
+    """An SFER model is scored on other image sets with its own classes (Table I); a UniLearn model's image head on
+    its joint static set, in that set's classes (UniLearn Table 4); a DFER model without such a head is not."""
+    from dfer.config import load_params
+    from dfer.data.labels import classes
+    from dfer.engine.evaluate import cross_classes
+    from dfer.workflow.plan import method_run_config
+
+    params = load_params(ROOT / "params.yaml")
+    sfer = method_run_config(params, "sfer", "RAF-DB")
+    joint = method_run_config(params, "unilearn", "FERV39K")
+    alone = method_run_config(params, "unilearn", "FERV39K", {"train.joint": None})
+    assert cross_classes(sfer, "FERPlus") == classes("RAF-DB")
+    assert joint["eval_datasets"] == ["AffectNet-7"] and cross_classes(joint, "AffectNet-7") == classes("AffectNet-7")
+    assert cross_classes(alone, "AffectNet-7") is None and cross_classes(joint, "RAF-DB") is None

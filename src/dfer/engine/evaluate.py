@@ -75,6 +75,20 @@ def score_dataset(model: nn.Module, cfg: dict, dataset_obj, device: torch.device
             "seconds": out.seconds, "filtered": out.filtered}
 
 
+def cross_classes(cfg: dict, other: str) -> list[str] | None:
+    """The classes a run's model predicts on another dataset's test set: an SFER model's own (Table I); a jointly
+    fine-tuned model's image head (UniLearn) on its static dataset, AffectNet-7's (UniLearn Table 4's SFER
+    columns); None when no head of the model was trained for that test set (it is then not scored)."""
+    from dfer.data.adapters import IMAGE_DATASETS
+
+    if cfg["task"] == "sfer":
+        return class_names(cfg)
+    joint = cfg["train"]["joint"]
+    if joint and joint["dataset"] == other and other in IMAGE_DATASETS:
+        return class_names({"dataset": other})
+    return None
+
+
 def cross_scores(probs: np.ndarray, labels: np.ndarray, src_classes: list[str], dst_classes: list[str],
                  ids: list[str] | None = None) -> dict:
     """Score a model of ``src_classes`` on a test set of ``dst_classes``: samples of shared classes only,
@@ -158,12 +172,13 @@ def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
                      "aggregation": "mean of softmax over views"},
         **summary,
     }
-    if cfg["task"] == "sfer" and cfg["eval_datasets"]:
+    cross = {other: src for other in cfg["eval_datasets"] if (src := cross_classes(cfg, other)) is not None}
+    if cross:
         report["cross"] = {}
-        for other in cfg["eval_datasets"]:
+        for other, src_classes in cross.items():
             ods = evaluation_dataset(cfg, other)
             ores = score_dataset(model, cfg, ods, device, lmk_net, precision, show=show, desc=f"test {other}")
-            report["cross"][other] = cross_scores(ores["probs"], ores["labels"], classes,
+            report["cross"][other] = cross_scores(ores["probs"], ores["labels"], src_classes,
                                                   class_names({"dataset": other}), ores["ids"])
     if res["filtered"] is not None:  # NR-DFERNet: how often its snippet-based filter removed "neutral"
         report["snippet_filter"] = filter_rate(res)
