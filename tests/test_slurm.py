@@ -8,9 +8,12 @@ import re
 import subprocess
 import time
 
+import pytest
 import yaml
 
 from workflow_project import BIN, clean_checkout, env_for, planned, run, shrink, tables_of
+
+pytestmark = pytest.mark.slow   # `pytest -m "not slow"` leaves the end-to-end runs out
 
 # The profile as a user types it, plus a short first status check so the tests do not wait 40 s.
 PROFILE = ["--profile", "slurm", "--slurm-init-seconds-before-status-checks", "5"]
