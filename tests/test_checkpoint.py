@@ -219,7 +219,7 @@ def test_wrong_checkpoints_name_the_file(tmp_path):
     model = create_model("s2d_tiny", num_classes=7, **CFG)
     resnet = tmp_path / "resnet.pth"
     torch.save(timm.create_model("resnet10t", num_classes=7).state_dict(), resnet)
-    with pytest.raises(CheckpointError, match="resnet.pth.*not an S2D"):
+    with pytest.raises(CheckpointError, match="resnet.pth.*not a checkpoint of this architecture"):
         load_pretrained(model, resnet)
     other = tmp_path / "wider.pth"
     torch.save({"model": create_model("s2d_tiny", num_classes=7, embed_dim=96, depth=3, num_frames=T).state_dict()}, other)
@@ -273,3 +273,19 @@ def test_classifier_transfer_keeps_class_identity(tmp_path, policy):
     same = create_model("sfer_tiny", num_classes=7, embed_dim=64, depth=3, num_heads=4)
     load_pretrained(same, path, format="dfer", verbose=False)
     assert torch.equal(same.head.fc_cls.weight, w_src)
+
+
+def test_a_non_vit_model_loads_its_own_runs_checkpoint_and_refuses_another_architecture(tmp_path):
+    """NR-DFERNet fine-tuned on AFEW starts from its DFEW run (format dfer, fresh head); an S2D file is refused."""
+    torch.manual_seed(0)
+    dfew = create_model("nr_dfernet_tiny", num_classes=7)
+    path = tmp_path / "model.pt"
+    save_checkpoint(dfew, path)
+    afew = create_model("nr_dfernet_tiny", num_classes=7)
+    report = load_pretrained(afew, path, format="dfer", head="fresh", verbose=False)
+    assert "head.*" in report.dropped and not any(k.startswith("head.") for k in report.loaded)
+    assert torch.equal(afew.state_dict()["trunk.conv1.weight"], dfew.state_dict()["trunk.conv1.weight"])
+    s2d = tmp_path / "s2d.pt"
+    save_checkpoint(create_model("s2d_tiny", num_classes=7, **CFG), s2d)
+    with pytest.raises(CheckpointError, match="s2d.pt.*none of its keys matches the layers of NRDFERNet"):
+        load_pretrained(create_model("nr_dfernet_tiny", num_classes=7), s2d, format="dfer")

@@ -195,11 +195,14 @@ def load_state_dict_into(model: nn.Module, sd: dict[str, torch.Tensor], report: 
                          verbose: bool = True) -> LoadReport:
     own = model.state_dict()
     matched = [k for k in sd if k in own]
-    if not any(k.startswith("blocks.") for k in matched):
-        raise CheckpointError(report.path, f"none of its keys matches the ViT blocks of "
+    # The backbone must match: ViT blocks for the S2D/SFER/MAE ViTs, any non-classifier tensor for the others
+    # (e.g. NR-DFERNet fine-tuned on AFEW from its DFEW run)
+    body = "blocks." if any(k.startswith("blocks.") for k in own) else ""
+    if not any(k.startswith(body) and not k.startswith("head.") for k in matched):
+        raise CheckpointError(report.path, f"none of its keys matches the {'ViT blocks' if body else 'layers'} of "
                                            f"{type(model).__name__} (checkpoint keys e.g. {list(sd)[:5]}, "
-                                           f"model keys e.g. {list(own)[:3]}): this is not an S2D/SFER/MAE "
-                                           f"ViT checkpoint; pass the right file")
+                                           f"model keys e.g. {list(own)[:3]}): not a checkpoint of this "
+                                           f"architecture; pass the right file")
     clashes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
                for k in matched if sd[k].shape != own[k].shape]
     if clashes:
