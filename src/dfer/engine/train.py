@@ -29,7 +29,6 @@ status 75. A restarted run continues from it and ends with the same metrics (bit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal

@@ -132,9 +132,7 @@ def run_items(root: Path, run: dict, dataset: str, variant: str | None = None) -
         block = (ev.get("variants") or {}).get(variant)
         if block is None:
             raise ConfigError(f"{ev_path}: no inference variant {variant!r}; re-run the job")
-        it = block["items"]
-        return Items(np.array([str(i) for i in it["ids"]]), np.asarray(it["labels"], np.int64),
-                     np.asarray(it["pred"], np.int64), list(block["classes"]))
+        return _items(block["items"], block["classes"])
     if dataset == run["dataset"]:
         classes = list(ev["classes"])
         index = {c: i for i, c in enumerate(classes)}
@@ -145,9 +143,13 @@ def run_items(root: Path, run: dict, dataset: str, variant: str | None = None) -
     cross = (ev.get("cross") or {}).get(dataset)
     if cross is None or "items" not in cross:
         raise ConfigError(f"{ev_path}: no per-item cross-dataset predictions on {dataset}; re-run the job")
-    it = cross["items"]
+    return _items(cross["items"], cross["shared_classes"])
+
+
+def _items(it: dict, classes: list[str]) -> Items:
+    """Per-item predictions stored in eval.json (``{ids, labels, pred}``, indices into ``classes``)."""
     return Items(np.array([str(i) for i in it["ids"]]), np.asarray(it["labels"], np.int64),
-                 np.asarray(it["pred"], np.int64), list(cross["shared_classes"]))
+                 np.asarray(it["pred"], np.int64), list(classes))
 
 
 def metric(items: Items, name: str, idx: np.ndarray | None = None) -> float:

@@ -38,6 +38,18 @@ def _predictions(root: Path, payload: dict, h: str):
     return np.load(p)
 
 
+def _mean_metric(root: Path, payload: dict, cell: dict, metric: str, evals: dict | None = None) -> float:
+    """The mean of one metric over a series' runs (nan when none has it); ``evals`` caches the eval.json files."""
+    evals = {} if evals is None else evals
+    vs = []
+    for h in cell["runs"]:
+        if h not in evals:
+            evals[h] = _eval(root, payload, h)
+        if evals[h] and (v := metric_value(evals[h], metric, cell["dataset"], cell["dataset"])) is not None:
+            vs.append(v)
+    return float(np.mean(vs)) if vs else np.nan
+
+
 def draw(payload: dict, out: str | Path, root: str | Path = ".", kind: str | None = None) -> Path:
     import matplotlib
 
@@ -57,13 +69,9 @@ def draw(payload: dict, out: str | Path, root: str | Path = ".", kind: str | Non
             names = CLASSES[series[0]["dataset"]] + ["WAR"]
             width = 0.8 / len(series)
             for i, c in enumerate(series):
-                vals = []
-                for name in names:
-                    metric = "war" if name == "WAR" else f"class:{name}"
-                    vs = [metric_value(ev, metric, c["dataset"], c["dataset"]) for h in c["runs"]
-                          if (ev := _eval(root, payload, h))]
-                    vs = [v for v in vs if v is not None]
-                    vals.append(float(np.mean(vs)) if vs else np.nan)
+                evals: dict = {}
+                vals = [_mean_metric(root, payload, c, "war" if name == "WAR" else f"class:{name}", evals)
+                        for name in names]
                 ax.bar(np.arange(len(names)) + i * width, vals, width, label=c["row"])
             ax.set_xticks(np.arange(len(names)) + width * (len(series) - 1) / 2, names, rotation=30)
             ax.set_ylabel("accuracy (%)")
@@ -102,13 +110,9 @@ def draw(payload: dict, out: str | Path, root: str | Path = ".", kind: str | Non
     elif kind == "metric_curve":   # one setting per series (x, in order), UAR and WAR of its runs (y)
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = [c["row"] for c in cells]
+        evals: dict = {}
         for metric in ("uar", "war"):
-            ys = []
-            for c in cells:
-                vs = [metric_value(ev, metric, c["dataset"], c["dataset"]) for h in c["runs"]
-                      if (ev := _eval(root, payload, h))]
-                vs = [v for v in vs if v is not None]
-                ys.append(float(np.mean(vs)) if vs else np.nan)
+            ys = [_mean_metric(root, payload, c, metric, evals) for c in cells]
             ax.plot(xs, ys, marker="o", label=metric.upper())
             for x, y in zip(xs, ys):
                 ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
