@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from dfer.data import video
-from dfer.data.adapters import Sample
+from dfer.data.annotations import Sample
 from dfer.data.clips import open_clip
 from dfer.data.sampling import train_indices
 

@@ -64,10 +64,10 @@ def linear_probe(synth: Path, ckpt: Path | None, seed: int) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from dfer.data.adapters import load_split
+    from dfer.data.annotations import load_split
     from dfer.data.datasets import ImageDataset
     from dfer.models import create_model
-    from dfer.models.checkpoint import load_pretrained
+    from dfer.models.weights import load_pretrained
 
     torch.manual_seed(seed)
     model = create_model("sfer_tiny", num_classes=7, fusion="none")

@@ -123,7 +123,7 @@ def afew_layout(root: Path):
 
 
 def test_afew_clean_then_every_bad_item_named(tmp_path, capsys):
-    from dfer.data.adapters import load_split
+    from dfer.data.annotations import load_split
 
     root = tmp_path / "AFEW"
     afew_layout(root)
@@ -145,7 +145,7 @@ def test_afew_clean_then_every_bad_item_named(tmp_path, capsys):
 
 def test_synthetic_afew_has_the_layout_the_adapter_reads(tmp_path):
     from dfer.config import deep_merge, load_params
-    from dfer.data.adapters import load_split
+    from dfer.data.annotations import load_split
     from dfer.data.synth.generate import generate
 
     synth = deep_merge(load_params(ROOT / "params.yaml")["synth"], {"afew": {"clips": 28, "width": 64, "height": 48,

@@ -9,7 +9,7 @@ import torch
 
 from dfer.config import load_params
 from dfer.data import video
-from dfer.data.adapters import Sample
+from dfer.data.annotations import Sample
 from dfer.data.datasets import ImageDataset, VideoClipDataset, balanced_sampler, run_dataset
 from dfer.data.errors import DataError
 from dfer.data.sampling import test_views, train_indices

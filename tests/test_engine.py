@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine_helpers import FAST, ROOT, landmark_weights, run_config, write_config, write_dfew  # noqa: E402
 
 from dfer.cli import main as dfer  # noqa: E402
-from dfer.engine import checkpointing as ck  # noqa: E402
+from dfer.engine import resume as ck  # noqa: E402
 from dfer.engine.evaluate import load_weights, evaluation_dataset  # noqa: E402
 from dfer.engine.loop import build_landmarks, build_model, predict_views  # noqa: E402
 from dfer.engine.train import epoch_seed  # noqa: E402
@@ -232,7 +232,7 @@ def test_evaluation_counts_how_often_the_snippet_filter_fires(tmp_path):
     """NR-DFERNet's snippet-based filter acts at inference only; predict_views counts the views it changed."""
     import torch
 
-    from dfer.data.adapters import load_split
+    from dfer.data.annotations import load_split
     from dfer.data.datasets import VideoClipDataset
     from dfer.engine.loop import predict_views
     from dfer.models import create_model

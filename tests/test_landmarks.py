@@ -88,7 +88,7 @@ def make_dfew_like(root: Path, n_clips: int = 12, n_frames: int = 4, size: int =
 
 
 def dfew_samples(root: Path):
-    from dfer.data.adapters import load_split
+    from dfer.data.annotations import load_split
 
     seen = {}
     for fold in range(1, 6):
@@ -249,7 +249,7 @@ def test_augmented_crops_keep_landmarks_on_their_pixels():
     pts = face_points(size, rng)
     img = np.zeros((size, size, 3), np.uint8)
     img[int(round(pts[36, 1])), int(round(pts[36, 0]))] = 255      # one bright pixel at the left eye corner
-    from dfer.data.adapters import Sample
+    from dfer.data.annotations import Sample
 
     bank_items = [lt.LandmarkItem(Sample("x", 0, Path("x"), "image", "RAF-DB", "t"), 0,
                                   np.r_[pts.min(0), pts.max(0)], pts)]

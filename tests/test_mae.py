@@ -18,7 +18,7 @@ import yaml
 
 from dfer.data.synth.generate import generate
 from dfer.models import create_model
-from dfer.models.checkpoint import load_pretrained
+from dfer.models.weights import load_pretrained
 from dfer.pretrain.engine import Schedule, build_optimizer, lr_at, train_one_epoch
 from dfer.pretrain.mae import (mae_for, masked_patch_loss, normalize_patches, patchify, random_masking,
                                sincos_pos_embed_2d, unpatchify)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dfer.models import create_model, list_models
-from dfer.models.checkpoint import CheckpointError
+from dfer.models.weights import CheckpointError
 from dfer.models.nr_dfernet import SUPPRESSED_LOGIT, snippet_count, snippet_filter
 from dfer.models.params import count_parameters
 from dfer.models.unilearn import SparseMoE, active_parameters, load_balancing_loss, load_unilearn_pretrained

@@ -184,8 +184,8 @@ def test_rafdb_and_ferplus_layout(synth):
     assert cv2.imread(str(preview)).shape[1] == 8 * 96
 
 
-def test_adapters_read_every_format(synth):
-    from dfer.data.adapters import load_split
+def test_annotation_readers_read_every_format(synth):
+    from dfer.data.annotations import load_split
 
     out, summary = synth
     for fmt in ("s2d", "official", "mae_dfer"):
@@ -241,7 +241,7 @@ def test_groundtruth_landmarks_inside_boxes_and_frames(synth):
 
 
 def test_groundtruth_matches_ids_used_by_adapters(synth):
-    from dfer.data.adapters import cache_name, load_split
+    from dfer.data.annotations import cache_name, load_split
 
     out, _ = synth
     for ds, root in (("FERV39K", "FERV39K"), ("AffectNet-8", "AffectNet"), ("RAF-DB", "RAF-DB"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dfer.engine.runconfig import run_hash
-from dfer.workflow.tracking import HASH_TAG, Tracker, TrackingWarning, file_table
+from dfer.tracking import HASH_TAG, Tracker, TrackingWarning, file_table
 
 CFG = {"name": "s2d/DFEW/fold1", "task": "dfer", "method": "s2d", "dataset": "DFEW", "fold": 1,
        "data": {"root": "data/DFEW"}, "model": {"name": "s2d_tiny", "kwargs": {"fusion": "mcp"}},
@@ -97,7 +97,7 @@ def test_failure_mid_run_disables_tracking_with_one_warning(tmp_path):
 
 
 def test_dvc_hash_of_the_data_from_dvc_files_and_the_lock(tmp_path):
-    from dfer.workflow.tracking import dvc_hash
+    from dfer.tracking import dvc_hash
 
     assert dvc_hash("results/synth/DFEW", tmp_path) is None  # nothing versioned yet
     (tmp_path / "dvc.lock").write_text(

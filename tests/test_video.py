@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dfer.data import video
-from dfer.data.adapters import Sample
+from dfer.data.annotations import Sample
 from dfer.data.clips import list_frames, open_clip
 from dfer.data.errors import DataError
 

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain-mae": ("dfer.pretrain.stage", "MAE pre-training of the ViT encoder (an init of model.inits)"),
     "train": ("dfer.engine.train", "train one run (SFER or DFER) from a resolved run config"),
     "evaluate": ("dfer.engine.evaluate", "test a checkpoint with the paper's protocol (UAR, WAR, confusion)"),
-    "predict": ("dfer.engine.predict", "expression probabilities for your own video file"),
+    "predict": ("dfer.workflow.predict", "expression probabilities for your own video file"),
     "plan": ("dfer.workflow.plan", "resolve the paper's tables to unique runs"),
     "table": ("dfer.workflow.tables", "render one paper table from run results"),
     "claims": ("dfer.workflow.claims", "score the paper's claims on the runs (reproduced / inconclusive / reversed)"),

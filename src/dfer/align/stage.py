@@ -164,7 +164,7 @@ def align_frames(frames: np.ndarray, detector: FaceDetector, settings: dict) -> 
 # ------------------------------------------------------------------------------------ dataset I/O
 def split_clips(dataset: str, entry: dict, split: str, fold: int | None, base: Path | None = None):
     """(clip id, video path) of one split, from the dataset's split files (videos, not aligned frames)."""
-    from dfer.data.adapters import DEFAULT_VIDEOS, load_split
+    from dfer.data.annotations import DEFAULT_VIDEOS, load_split
 
     root = Path(entry["root"])
     if base is not None and not root.is_absolute():

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dfer.data import video
-from dfer.data.adapters import FOLDED_DATASETS, Sample, load_dataset_entry
+from dfer.data.annotations import FOLDED_DATASETS, Sample, load_dataset_entry
 from dfer.data.clips import list_frames, read_image, read_rgb
 from dfer.data.errors import DataError
 

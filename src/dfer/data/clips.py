@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from dfer.data import video
-from dfer.data.adapters import Sample
+from dfer.data.annotations import Sample
 from dfer.data.errors import DataError
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png", ".bmp")

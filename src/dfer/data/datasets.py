@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from dfer.data.adapters import VIDEO_DATASETS, Sample, cache_name, load_dataset_entry
+from dfer.data.annotations import VIDEO_DATASETS, Sample, cache_name, load_dataset_entry
 from dfer.data.clips import open_clip, read_image
 from dfer.data.errors import DataError
 from dfer.data.sampling import dynamic_indices, test_views, train_indices

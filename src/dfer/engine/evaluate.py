@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from dfer.config import ConfigError
-from dfer.engine import checkpointing as ck
+from dfer.engine import resume as ck
 from dfer.engine.loop import Precision, build_landmarks, build_model, landmark_input, predict_views
 from dfer.engine.metrics import average_views, plot_confusion, summarize
 from dfer.models.params import count_parameters
@@ -79,7 +79,7 @@ def cross_classes(cfg: dict, other: str) -> list[str] | None:
     """The classes a run's model predicts on another dataset's test set: an SFER model's own (Table I); a jointly
     fine-tuned model's image head (UniLearn) on its static dataset, AffectNet-7's (UniLearn Table 4's SFER
     columns); None when no head of the model was trained for that test set (it is then not scored)."""
-    from dfer.data.adapters import IMAGE_DATASETS
+    from dfer.data.annotations import IMAGE_DATASETS
 
     if cfg["task"] == "sfer":
         return class_names(cfg)
@@ -117,7 +117,7 @@ def cross_scores(probs: np.ndarray, labels: np.ndarray, src_classes: list[str], 
 # ---- the whole evaluation ---------------------------------------------------------------------------
 def load_weights(model: nn.Module, path: Path) -> dict:
     """Our checkpoint (``{"model", "meta"}``) into ``model`` (strict); returns its meta."""
-    from dfer.models.checkpoint import extract_state_dict, read_checkpoint
+    from dfer.models.weights import extract_state_dict, read_checkpoint
 
     obj = read_checkpoint(path)
     sd = extract_state_dict(obj, path)
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             cfg = load_run_config(args.config)
         else:
-            from dfer.models.checkpoint import read_checkpoint
+            from dfer.models.weights import read_checkpoint
 
             meta = (read_checkpoint(ckpt) or {}).get("meta", {}) if ckpt.is_file() else {}
             if not meta.get("config"):
@@ -348,7 +348,7 @@ def _print_report(report: dict) -> None:
 
 def _track(cfg: dict, report: dict, out: Path) -> None:
     try:
-        from dfer.workflow.tracking import Tracker
+        from dfer.tracking import Tracker
     except ImportError:
         return
     with Tracker.from_config(cfg, stage="evaluate") as tr:

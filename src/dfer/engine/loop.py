@@ -72,7 +72,7 @@ def build_model(cfg: dict, init: bool = True, verbose: bool = True) -> nn.Module
     path = resolve_path(cfg["model"]["init"]) if init else None
     if path is not None:
         from dfer.data.labels import classes
-        from dfer.models.checkpoint import load_pretrained
+        from dfer.models.weights import load_pretrained
 
         src = cfg["model"]["init_dataset"]
         if cfg["model"]["init_format"] == "unilearn":  # S4D's release: `encoder.`-prefixed MAE or fine-tuned

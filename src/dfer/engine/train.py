@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 
 from dfer.config import ConfigError
-from dfer.engine import checkpointing as ck
+from dfer.engine import resume as ck
 from dfer.engine import distributed as dist_env
 from dfer.engine.loop import (EpochSampler, Precision, StepState, build_landmarks, build_model, make_loader,
                               train_one_epoch)
@@ -320,7 +320,7 @@ def validate_epoch(t: Trainer, epoch: int, show: bool) -> dict:
     """Official per-epoch validation on the test split; keeps ``best.pt`` (best WAR = official acc1)."""
     from dfer.engine.evaluate import score_dataset
     from dfer.engine.metrics import summarize
-    from dfer.models.checkpoint import save_checkpoint
+    from dfer.models.weights import save_checkpoint
 
     res = score_dataset(t.model, t.cfg, t.val_ds, t.env.device, t.lmk_net, t.precision, show=show, desc="validate")
     s = summarize(res["labels"], res["probs"].argmax(axis=1), class_names(t.cfg))
@@ -393,7 +393,7 @@ def make_tracker(cfg: dict, enabled: bool):
     if not enabled or os.environ.get("DFER_NO_TRACKING") == "1":
         return NullTracker()
     try:
-        from dfer.workflow.tracking import Tracker
+        from dfer.tracking import Tracker
 
         return Tracker.from_config(cfg, stage="train").start()
     except Exception as exc:  # noqa: BLE001 - tracking never kills a run
@@ -441,7 +441,7 @@ def finalize(t: Trainer, show: bool) -> None:
     """Evaluate and write the final outputs into a staging folder, then move them in place (done.json last)."""
     from dfer.engine.evaluate import evaluate, file_sha256, load_weights
     from dfer.engine.runconfig import BEST_ON_TEST_LABEL
-    from dfer.models.checkpoint import save_checkpoint
+    from dfer.models.weights import save_checkpoint
 
     cfg, out = t.cfg, t.out
     epochs = int(cfg["train"]["epochs"])

@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from dfer.data.adapters import FOLDED_DATASETS, IMAGE_DATASETS, Sample, cache_name
+from dfer.data.annotations import FOLDED_DATASETS, IMAGE_DATASETS, Sample, cache_name
 from dfer.data.errors import DataError
 from dfer.landmarks.extractor import LandmarkFeatures
 
@@ -39,7 +39,7 @@ def dataset_samples(dataset: str, params: dict | None = None, base: str | os.Pat
         -> list[Sample]:
     """Every clip/image of ``dataset`` from params.yaml: all folds and splits, each id once."""
     from dfer.config import load_params, project_root
-    from dfer.data.adapters import load_dataset_entry
+    from dfer.data.annotations import load_dataset_entry
 
     cfg = params if params is not None else load_params()
     entries = cfg["data"]["datasets"]

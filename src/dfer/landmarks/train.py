@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from dfer.data.adapters import Sample, cache_name
+from dfer.data.annotations import Sample, cache_name
 from dfer.data.errors import DataError
 from dfer.landmarks.registry import build_landmark_net, count_params, landmark_net_config
 

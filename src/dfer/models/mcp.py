@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from dfer.models.adapters import TMAdapter
+from dfer.models.tma import TMAdapter
 
 FUSIONS = ("none", "mcp", "cap")
 

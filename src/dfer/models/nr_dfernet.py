@@ -264,7 +264,7 @@ def load_trunk_weights(model: NRDFERNet, path) -> list[str]:
 
     Returns the loaded keys; raises ``CheckpointError`` naming the file when nothing matches.
     """
-    from dfer.models.checkpoint import CheckpointError, extract_state_dict, read_checkpoint
+    from dfer.models.weights import CheckpointError, extract_state_dict, read_checkpoint
 
     sd = extract_state_dict(read_checkpoint(path), path)
     own = model.trunk.state_dict()

@@ -3,7 +3,7 @@
 Paper: "From Static to Dynamic: Adapting Landmark-Aware Image Models for Facial Expression Recognition in
 Videos" (S2D). State-dict compatible with the official release (MSA-LMC/S2D ``model_finetuning.py``):
 same parameter names and shapes, same forward computation, so the published checkpoints load with
-:func:`dfer.models.checkpoint.load_pretrained` and give the official outputs.
+:func:`dfer.models.weights.load_pretrained` and give the official outputs.
 
 Forward: ``model(x, lmk=None) -> (logits[B, K], feat[B, D])``; ``x`` float ``[B, 3, T, H, W]`` (image models
 also take ``[B, 3, H, W]``), ``lmk`` float ``[B*T, C, 14, 14]`` landmark-aware features (None when
@@ -46,7 +46,7 @@ import torch.nn as nn
 from timm.layers import PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import Block
 
-from dfer.models.adapters import ADAPTER_MODES
+from dfer.models.tma import ADAPTER_MODES
 from dfer.models.init import init_vit_module
 from dfer.models.mcp import FUSIONS, PromptBlock, PromptPatchEmbed
 from dfer.models.registry import register_model
@@ -237,7 +237,7 @@ def architecture(name: str) -> dict:
 def _create(cfg: dict, pretrained: str | None = None, pretrained_format: str = "official_s2d", **kwargs):
     model = S2DVisionTransformer(**{**cfg, **kwargs})
     if pretrained:
-        from dfer.models.checkpoint import load_pretrained
+        from dfer.models.weights import load_pretrained
 
         load_pretrained(model, pretrained, format=pretrained_format)
     return model

@@ -349,7 +349,7 @@ def load_unilearn_pretrained(model: UniLearnViT, path, verbose: bool = True, tru
     (3072 vs 192 hidden units); the FFN itself, ``blocks.{l}.mlp``, is loaded from the pretrain.)
     Raises ``CheckpointError`` naming the file when no ViT block matches or shapes clash.
     """
-    from dfer.models.checkpoint import CheckpointError, LoadReport, read_checkpoint
+    from dfer.models.weights import CheckpointError, LoadReport, read_checkpoint
 
     report = LoadReport(path=str(path), format="unilearn")
     obj = read_checkpoint(path, trust_pickle)

@@ -49,7 +49,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dfer.config import ConfigError, config_hash, deep_merge
-from dfer.engine import checkpointing as ck
+from dfer.engine import resume as ck
 
 EXIT_PREEMPTED = 75
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -119,7 +119,7 @@ SOURCE_HINTS = {"image": "for the synthetic Generic set run `dfer synth --datase
 def _list_files(spec: str, base: Path, kind: str) -> list:
     """``Sample`` records (label -1) of every ``kind`` ("image" | "video") file below a folder (recursively) or
     listed in a list file (one path per line, relative to the list's folder; ``#`` comments)."""
-    from dfer.data.adapters import VIDEO_EXTS, Sample
+    from dfer.data.annotations import VIDEO_EXTS, Sample
 
     exts = IMAGE_EXTS if kind == "image" else VIDEO_EXTS
     p = Path(spec)
@@ -143,7 +143,7 @@ def _list_files(spec: str, base: Path, kind: str) -> list:
 
 def image_samples(sources: list[dict], base: Path | None = None) -> list:
     """Every image of the sources (``Sample`` records, labels ignored), in a fixed order."""
-    from dfer.data.adapters import VIDEO_DATASETS, load_dataset_entry
+    from dfer.data.annotations import VIDEO_DATASETS, load_dataset_entry
 
     base = Path(base) if base is not None else _project_base()
     out = []
@@ -511,7 +511,7 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
               dev: torch.device, seconds: float, videos: int = 0) -> dict:
     """Write model.pt, metrics.jsonl and reconstructions.png into a staging folder, move them in place, then
     done.json; remove the resume folder."""
-    from dfer.models.checkpoint import save_checkpoint
+    from dfer.models.weights import save_checkpoint
 
     stage = ck.resume_path(out).parent / "final"
     if stage.exists():
@@ -530,7 +530,7 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
             "images": len(samples), "videos": videos,
             "final_loss": history[-1]["loss"] if history else None, "seconds": round(seconds, 1),
             "load_with": "dfer.models.unilearn.load_unilearn_pretrained(model, path)" if dual else
-            "dfer.models.checkpoint.load_pretrained(model, path, format='mae')"}
+            "dfer.models.weights.load_pretrained(model, path, format='mae')"}
     save_checkpoint(model, stage / "model.pt", meta=meta)
     ck.write_jsonl(stage / "metrics.jsonl", history)
     names = ["model.pt", "metrics.jsonl"] + (["reconstructions.png"] if k else [])

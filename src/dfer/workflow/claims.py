@@ -284,7 +284,7 @@ def render_csv(records: list[dict]) -> str:
 
 
 def write_scorecard(payload: dict, out_dir: str | Path, root: str | Path = ".") -> tuple[Path, Path, list[dict]]:
-    from dfer.engine.checkpointing import write_text
+    from dfer.engine.resume import write_text
 
     records = score(payload, Path(root))
     out_dir = Path(out_dir)
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"{plan}: claims plan not found; run `snakemake claims` (it writes the plan)")
     md, csv_path, records = write_scorecard(json.loads(plan.read_text()), args.out, args.root)
     counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
-    from dfer.workflow.tracking import file_table
+    from dfer.tracking import file_table
 
     payload = json.loads(plan.read_text())
     file_table("claims", "The paper's claims scored on these runs", {}, payload["tracking"], [md, csv_path],

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         payload["kind"] = (load_tables().get("figures") or {}).get(args.figure, {}).get("kind")
     png = draw(payload, args.out or f"results/figures/{args.figure}.png", args.root)
     print(png)
-    from dfer.workflow.tracking import file_table
+    from dfer.tracking import file_table
 
     # a figure's runs are filed under it like a table's (UniLearn's Fig. 3a has runs no table shows)
     file_table(args.figure, payload["title"], payload["runs"], payload["tracking"], [png], root=args.root)

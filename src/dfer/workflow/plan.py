@@ -323,7 +323,7 @@ def frames_stay_put(augment: dict) -> bool:
 
 def needs_alignment(params: dict, dataset: str) -> bool:
     """A dataset given as raw videos without a frames folder is aligned by the workflow (MAFW, AFEW)."""
-    from dfer.data.adapters import DEFAULT_VIDEOS
+    from dfer.data.annotations import DEFAULT_VIDEOS
 
     entry = params["data"]["datasets"][dataset]
     return not entry["frames"] and bool(entry["videos"] or DEFAULT_VIDEOS.get(dataset))
@@ -512,7 +512,7 @@ def run_config_text(run: Run) -> str:
 
 
 def write_run_config(run: Run, path: str | Path | None = None) -> Path:
-    from dfer.engine.checkpointing import write_text
+    from dfer.engine.resume import write_text
 
     p = Path(path or f"{run.output_dir}/config.yaml")
     write_text(p, run_config_text(run))

@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = render_table(payload, args.out, args.root, spread)
     for path in paths:
         print(path)
-    from dfer.workflow.tracking import file_table
+    from dfer.tracking import file_table
 
     file_table(args.table, payload["title"], payload["runs"], payload["tracking"], [paths[0], paths[1]],
                root=args.root)

@@ -37,7 +37,7 @@ def _config_for(args) -> dict:
         cfg["name"] = f"official S2D {args.dataset}"
         cfg["landmarks"] = {"backbone": args.landmark_backbone, "weights": args.landmark_weights}
         return check(cfg, source="--official-s2d")
-    from dfer.models.checkpoint import read_checkpoint
+    from dfer.models.weights import read_checkpoint
 
     meta = (read_checkpoint(args.checkpoint) or {}).get("meta") or {}
     if not meta.get("config"):
@@ -53,7 +53,7 @@ def load_model(args, cfg: dict) -> torch.nn.Module:
     model = build_model(cfg, init=False, verbose=False)
     if args.official_s2d:
         from dfer.data.labels import classes
-        from dfer.models.checkpoint import load_pretrained
+        from dfer.models.weights import load_pretrained
 
         if args.num_classes != len(classes(cfg["dataset"])):
             raise ConfigError(f"--num-classes {args.num_classes} does not match {cfg['dataset']} "

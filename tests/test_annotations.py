@@ -1,4 +1,4 @@
-"""Every adapter on small layouts written in the official formats, including label-order mapping."""
+"""Every annotation reader (one per dataset and format) on small layouts written in the official formats, including label-order mapping."""
 from pathlib import Path
 
 import cv2
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dfer.data import labels, video
-from dfer.data.adapters import ferplus_label, load_split, stratified_subset
+from dfer.data.annotations import ferplus_label, load_split, stratified_subset
 from dfer.data.clips import open_clip, read_image
 from dfer.data.errors import DataError
 

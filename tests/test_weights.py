@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from dfer.models import create_model
-from dfer.models.checkpoint import CheckpointError, load_pretrained, save_checkpoint
+from dfer.models.weights import CheckpointError, load_pretrained, save_checkpoint
 
 torch.set_num_threads(1)
 
