@@ -11,6 +11,7 @@ import json
 import yaml
 
 from dfer.config import config_hash, preset_notice, resolve, stage_params
+from dfer.engine.runconfig import RUN_FILES
 from dfer.workflow.claims import claims_payload, load_claims
 from dfer.workflow.restore import settle_restored_outputs
 from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_alignment, run_config_text
@@ -38,15 +39,10 @@ TABLES = PLAN.tables  # S2D's table_1..table_10, NR-DFERNet's nr_table_*, UniLea
 FIGURES = PLAN.figures
 DATASETS = sorted(PARAMS["data"]["datasets"])
 SYNTH_DIR = "results/synth"
-# What a training job leaves in results/runs/<hash>/: weights, per-epoch metrics, the marker that makes a
-# re-run a no-op, and the evaluation (eval.json, confusion.png, predictions, features for the figures).
-# (The evaluation files are dfer.engine.evaluate.OUTPUT_FILES; test_plan checks the two lists agree.)
-RUN_OUTPUTS = {
-    name: f"results/runs/{{hash}}/{file}"
-    for name, file in [("model", "model.pt"), ("done", "done.json"), ("metrics", "metrics.jsonl"),
-                       ("eval", "eval.json"), ("confusion", "confusion.png"), ("predictions", "predictions.csv"),
-                       ("embeddings", "features.npy"), ("probabilities", "predictions.npz")]
-}
+# What a training job leaves in results/runs/<hash>/ (dfer.engine.runconfig.RUN_FILES): weights, per-epoch
+# metrics, the marker that makes a re-run a no-op, and the evaluation (eval.json, confusion.png, predictions,
+# features for the figures).
+RUN_OUTPUTS = {name: f"results/runs/{{hash}}/{file}" for name, file in RUN_FILES.items()}
 
 # Rules call the `dfer` command of the Python that runs Snakemake (the project's venv), also when the venv
 # is not activated: put its bin directory first on PATH for every job's shell.
@@ -168,11 +164,14 @@ ION_DATASETS = PARAMS["landmarks"]["ion_datasets"]
 
 # Scheduling: on a few cores the jobs most runs wait for go first (the default landmark net, its feature caches,
 # the MAE inits and the SFER runs the DFER runs start from); the other landmark nets and the DFER runs fill in.
-PRIORITY = {"train_landmarks": 10, "pretrain_mae": 9, "extract_features": 9, "train_sfer": 5, "train_detector": 3}
+PRIORITY = {"train_landmarks": 10, "pretrain_mae": 9, "extract_features": 9, "train_detector": 3,
+            "train:sfer": 5, "train:dfer": 0}
 
 
 def critical_path_priority(rule, wildcards=None):
     if wildcards is not None and "backbone" in wildcards.keys() and \
             wildcards.backbone != PARAMS["landmarks"]["backbone"]:
         return 1
+    if rule == "train":
+        return PRIORITY[f"train:{RUNS[wildcards.hash].config['task']}"]
     return PRIORITY[rule]

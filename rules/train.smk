@@ -1,11 +1,11 @@
 # Training runs: one job per unique run (results/runs/<config hash>/), however many table cells it serves. The
 # job writes the run config the planner resolved (its `params`) to config.yaml and trains from it; a training
 # job ends with the paper's evaluation (eval.json, confusion plot, predictions): `dfer train` = train + test.
-# SFER (image) runs train first because DFER runs start from their model.pt (`model.init`), an edge Snakemake
-# sees through run_inputs. Two rules only so that a cluster can give image and video runs other resources.
+# SFER (image) and DFER (video) runs are the same rule: a DFER run that starts from an SFER run's model.pt
+# (`model.init`) waits for it through run_inputs, and SFER runs go first (critical_path_priority).
 
 
-rule train_dfer:
+rule train:
     input:
         unpack(run_inputs),
     output:
@@ -21,13 +21,6 @@ rule train_dfer:
     resources:
         # the recipe's GPUs (train.gpus): the job runs one DDP process per GPU it gets (`dfer train`)
         gpu=lambda wildcards: RUNS[wildcards.hash].config["train"]["gpus"],
-    wildcard_constraints:
-        hash="|".join(h for h, r in RUNS.items() if r.config["task"] == "dfer") or "NONE",
+    priority: lambda wildcards: critical_path_priority("train", wildcards)
     shell:
         "printf '%s' {params.config:q} > {output.config} && dfer train --config {output.config} > {log} 2>&1"
-
-
-use rule train_dfer as train_sfer with:
-    priority: critical_path_priority("train_sfer")
-    wildcard_constraints:
-        hash="|".join(h for h, r in RUNS.items() if r.config["task"] == "sfer") or "NONE",

@@ -16,6 +16,7 @@ from dfer.cli import main as dfer  # noqa: E402
 from dfer.engine import resume as ck  # noqa: E402
 from dfer.engine.evaluate import load_weights, evaluation_dataset  # noqa: E402
 from dfer.engine.loop import build_landmarks, build_model, predict_views  # noqa: E402
+from dfer.engine.runconfig import check  # noqa: E402
 from dfer.engine.train import epoch_seed  # noqa: E402
 
 
@@ -47,10 +48,11 @@ def test_train_with_landmarks_writes_outputs_and_evaluation_averages_view_softma
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # predictions.csv = the mean of each video's views' softmax, recomputed here view by view
-    model = build_model(cfg, init=False)
+    run = check(cfg)
+    model = build_model(run, init=False)
     load_weights(model, out / "model.pt")
-    ds = evaluation_dataset(cfg)
-    views = predict_views(model, ds, torch.device("cpu"), 3, build_landmarks(cfg), show=False)
+    ds = evaluation_dataset(run)
+    views = predict_views(model, ds, torch.device("cpu"), 3, build_landmarks(run.landmarks), show=False)
     assert np.bincount(views.sample_index).tolist() == [2] * 5
     with open(out / "predictions.csv") as f:
         table = list(csv.DictReader(f))
@@ -115,7 +117,7 @@ def test_freezing_mixup_and_best_on_test_selection(data, tmp_path, capsys):
     assert (out / "best.pt").is_file()
     # S2D DFER: the ViT blocks stay at their initial values, MCP/TMA/head move
     ck.seed_everything(epoch_seed(0, 0, -1))
-    init = build_model(cfg).state_dict()
+    init = build_model(check(cfg)).state_dict()
     trained = torch.load(out / "model.pt", weights_only=True)["model"]
     assert torch.equal(init["blocks.0.attn.qkv.weight"], trained["blocks.0.attn.qkv.weight"])
     assert torch.equal(init["patch_embed.proj.weight"], trained["patch_embed.proj.weight"])
@@ -219,8 +221,8 @@ def test_flops_of_one_view_are_counted_and_scale_with_the_frames(tmp_path):
 
     counts = {}
     for frames in (4, 8):
-        cfg = run_config(tmp_path / "DFEW", tmp_path / "out", {**FAST, "data.num_frames": frames})
-        flops = model_flops(build_model(cfg, init=False, verbose=False), cfg, None, torch.device("cpu"))
+        run = check(run_config(tmp_path / "DFEW", tmp_path / "out", {**FAST, "data.num_frames": frames}))
+        flops = model_flops(build_model(run, init=False, verbose=False), run.data, None, torch.device("cpu"))
         assert flops["input"] == [1, 3, frames, 32, 32] and flops["landmark_net_gmacs"] == 0
         assert flops["model_gflops"] == pytest.approx(2 * flops["model_gmacs"])
         counts[frames] = flops["model_gmacs"]
@@ -255,7 +257,6 @@ def test_inference_variants_score_one_trained_model_under_each_snippet_filter(tm
     (NR-DFERNet's Tables 1 and 2 read the snippet filter off / at each window and stride from one trained run)."""
     from dfer.config import load_params, set_path
     from dfer.data.labels import classes
-    from dfer.engine.runconfig import check
     from dfer.workflow.claims import run_items
     from dfer.workflow.plan import method_run_config
     from dfer.workflow.tables import metric_value
@@ -270,7 +271,8 @@ def test_inference_variants_score_one_trained_model_under_each_snippet_filter(tm
                        "evaluate.variants": {"no_sf": {"snippet_filter": False},
                                              "always": {"sf_mu1": 0.0, "sf_mu2": 1.0}}}.items():
         set_path(cfg, key.split("."), value)
-    assert _train(check(cfg, source="test"), tmp_path / "run.yaml") == 0
+    run = check(cfg, source="test")
+    assert _train(cfg, tmp_path / "run.yaml") == 0
     ev = json.loads((out / "eval.json").read_text())
     assert set(ev["variants"]) == {"no_sf", "always"}
     always, off = ev["variants"]["always"], ev["variants"]["no_sf"]
@@ -284,7 +286,7 @@ def test_inference_variants_score_one_trained_model_under_each_snippet_filter(tm
     items = run_items(tmp_path, {"output_dir": str(out), "dataset": "DFEW"}, "DFEW", "always")
     assert list(items.ids) == main_ids and list(items.pred) == always["items"]["pred"]
     # the settings are the model's own again after each variant
-    model = build_model(cfg, init=False)
+    model = build_model(run, init=False)
     assert model.inference_settings(sf_mu1=0.0) == {"sf_mu1": 0.7}
     with pytest.raises(ValueError, match="no inference setting"):
         model.inference_settings(depth=3)
@@ -299,9 +301,9 @@ def test_cross_dataset_tests_read_the_head_trained_for_them():
     from dfer.workflow.plan import method_run_config
 
     params = load_params(ROOT / "params.yaml")
-    sfer = method_run_config(params, "sfer", "RAF-DB")
-    joint = method_run_config(params, "unilearn", "FERV39K")
-    alone = method_run_config(params, "unilearn", "FERV39K", {"train.joint": None})
+    sfer = check(method_run_config(params, "sfer", "RAF-DB"))
+    joint = check(method_run_config(params, "unilearn", "FERV39K"))
+    alone = check(method_run_config(params, "unilearn", "FERV39K", {"train.joint": None}))
     assert cross_classes(sfer, "FERPlus") == classes("RAF-DB")
-    assert joint["eval_datasets"] == ["AffectNet-7"] and cross_classes(joint, "AffectNet-7") == classes("AffectNet-7")
+    assert joint.eval_datasets == ("AffectNet-7",) and cross_classes(joint, "AffectNet-7") == classes("AffectNet-7")
     assert cross_classes(alone, "AffectNet-7") is None and cross_classes(joint, "RAF-DB") is None

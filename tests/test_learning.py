@@ -40,18 +40,19 @@ def easy_dfew(tmp_path_factory) -> Path:
 def train_uar(data_root: Path, out: Path, freeze_trained: bool = False) -> float:
     """Train NR-DFERNet-tiny on fold 1 for 8 epochs with the engine's own steps; the test UAR in percent."""
     from dfer.engine import distributed
+    from dfer.engine.runconfig import check
     from dfer.engine.train import StopFlag, finalize, make_tracker, resume, run_epochs, setup
 
     cfg = run_config(data_root, out, {
         "model.name": "nr_dfernet_tiny", "model.kwargs": {}, "landmarks": None, "data.num_frames": 4,
         "data.sampling_rate": 2, "data.input_size": 64, "train.epochs": 8, "train.batch_size": 8,
         "train.total_batch": 8, "train.lr": 3.0e-3, "train.augment.hflip": False})
-    trainer = setup(cfg, distributed.setup("cpu"), show=False)
+    trainer = setup(check(cfg), distributed.setup("cpu"), show=False)
     if freeze_trained:  # what a broken freezing rule would do: nothing moves but the classifier's bias (which
         for name, p in trainer.model.named_parameters():  # keeps the loss differentiable)
             p.requires_grad_(name == "head.bias")
     position = resume(trainer)
-    trainer.tracker = make_tracker(cfg, False)
+    trainer.tracker = make_tracker(trainer.run, False)
     stop = StopFlag().install()
     try:
         assert run_epochs(trainer, position, stop, False)

@@ -375,6 +375,7 @@ def test_workflow_init_path_loads_an_s4d_layout_pretrain(tmp_path):
     through the planner's run config and the engine's `build_model`, as a workflow job loads it."""
     from dfer.config import load_params
     from dfer.engine.loop import build_model
+    from dfer.engine.runconfig import check
     from dfer.workflow.plan import method_run_config
 
     torch.manual_seed(2)
@@ -389,7 +390,7 @@ def test_workflow_init_path_loads_an_s4d_layout_pretrain(tmp_path):
         "preset=paper", f"model.inits.unilearn_pretrain.path={path}", "methods.unilearn.model=unilearn_tiny"])
     cfg = method_run_config(params, "unilearn", "DFEW", fold=1)
     assert cfg["model"]["init"] == str(path) and cfg["model"]["init_format"] == "unilearn"
-    model = build_model(cfg, verbose=False)
+    model = build_model(check(cfg), verbose=False)
     for k in ("blocks.3.mlp.fc1.weight", "blocks.0.attn.q_bias", "patch_embed.proj.weight"):
         assert torch.equal(model.state_dict()[k], plain.state_dict()[k]), k
 

@@ -144,7 +144,7 @@ def test_snakemake_dry_run_lists_the_expected_jobs(tmp_path):
     trained = set(plan.closure(sorted(evaluated)))
     # Each unique run is one training job (which ends with its evaluation), however many cells it serves.
     assert evaluated <= trained
-    assert int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(trained)
+    assert int(counts["train"]) == len(trained)
     assert "evaluate" not in counts and "run_config" not in counts
     assert int(counts["table"]) == len(tables) == 19
     assert int(counts["synth"]) == 1 and int(counts["claims"]) == 1
@@ -152,16 +152,17 @@ def test_snakemake_dry_run_lists_the_expected_jobs(tmp_path):
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
 
 
-def test_training_jobs_declare_every_evaluation_output():
-    """A training job ends with `dfer evaluate`'s outputs; the rules must declare each (Snakemake then
-    deletes stale ones before a re-run and DVC versions them)."""
-    from dfer.engine.evaluate import OUTPUT_FILES
+def test_training_jobs_declare_exactly_the_files_a_run_leaves(tmp_path):
+    """`dfer train` (training, then `dfer evaluate`) leaves RUN_FILES in the run folder; the job Snakemake plans
+    for a run must declare exactly those and the config.yaml it writes (Snakemake then deletes stale ones
+    before a re-run and DVC versions them)."""
+    from dfer.engine.runconfig import RUN_FILES
 
-    common = (ROOT / "rules/common.smk").read_text()
-    outputs = common[common.index("RUN_OUTPUTS = {"):]
-    outputs = outputs[:outputs.index("\n}\n")]
-    for name in (*OUTPUT_FILES, "model.pt", "done.json", "metrics.jsonl"):
-        assert f'"{name}"' in outputs, name
+    h = next(iter(make_plan().runs))
+    proc = _snakemake(_project(tmp_path), "--summary", f"results/runs/{h}/done.json")
+    rows = [line.split("\t") for line in (proc.stdout + proc.stderr).splitlines()]
+    declared = {r[0] for r in rows if len(r) > 2 and r[0].startswith(f"results/runs/{h}/") and r[2] == "train"}
+    assert declared == {f"results/runs/{h}/{name}" for name in ("config.yaml", *RUN_FILES.values())}
 
 
 def _project(tmp_path: Path) -> Path:
@@ -194,7 +195,7 @@ def test_paper_preset_plans_only_the_papers_settings(tmp_path):
     dry = _snakemake(proj, "-n", "-p", "all_tables", "--config", "preset=paper")
     plan = make_plan(["preset=paper"])
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M))
-    assert counts["check_data"] == "8" and int(counts["train_sfer"]) + int(counts["train_dfer"]) == len(plan.runs)
+    assert counts["check_data"] == "8" and int(counts["train"]) == len(plan.runs)
     assert not {"synth", "train_landmarks", "train_detector", "extract_features"} & set(counts), counts
     assert counts["align"] == "1" and "results/align/AFEW" in dry.stdout
     # Every job writes the settings it runs with (printf '%s' SETTINGS > FILE && dfer ...): read them back.

@@ -1,4 +1,5 @@
-"""Table rendering from fabricated eval.json files: ours vs paper vs diff, fold mean +- spread, MD/CSV/LaTeX."""
+"""Table rendering from fabricated eval.json files: "ours (paper)" cells with our best row in bold (MD/LaTeX), ours,
+paper and diff side by side (CSV), fold mean +- spread."""
 import csv
 import json
 import statistics
@@ -50,12 +51,16 @@ def test_render_table_from_fabricated_runs(tmp_path):
     mean, std = statistics.fmean(uars), statistics.stdev(uars)
     text = md.read_text()
     assert "**synthetic**" in text
-    assert "| Method | DFEW UAR ours | DFEW UAR paper | DFEW UAR Δ |" in text
-    assert f"| ours | {mean:.2f} ± {std:.2f} | 60.00 | {mean - 60:+.2f} |" in text
-    assert "| 75.00 | 77.35 | -2.35 |" in text          # fraction scaled to percent, cross-dataset test
-    assert "| cited |  | 50.00 | " in text               # cited rows: paper only
+    assert "| Method | DFEW UAR | DFEW Fear | FERPlus from RAF-DB |" in text   # one column per metric, no Δ
+    assert f"| ours | {mean:.2f} ± {std:.2f} (60.00) | " in text                # ours (paper)
+    assert "| 75.00 (77.35) |" in text                  # fraction scaled to percent, cross-dataset test
+    assert "| cited | (50.00) | - | (70.00) |" in text  # cited rows: paper only; "-": the paper gives none
+    assert "**" not in text.split("| Method |")[1]     # a single trained row: nothing to rank
+    assert "_ours (paper); bold: best of our rows; ≈ chance: did not learn_" in text
 
-    rows = list(csv.DictReader(csv_path.open()))
+    reader = csv.DictReader(csv_path.open())
+    assert {"ours", "spread", "paper", "diff"} <= set(reader.fieldnames)   # the CSV keeps the long form
+    rows = list(reader)
     fear = next(r for r in rows if r["row"] == "ours" and r["column"] == "DFEW Fear")
     assert float(fear["ours"]) == pytest.approx(statistics.fmean(u / 2 for u in uars), abs=1e-4)
     assert int(fear["n_folds"]) == 3 and float(fear["diff"]) == pytest.approx(float(fear["ours"]) - 30.0, abs=1e-3)
@@ -63,7 +68,8 @@ def test_render_table_from_fabricated_runs(tmp_path):
     assert len(fear["runs"].split()) == 3
 
     latex = tex.read_text()
-    assert r"\begin{tabular}" in latex and r"$\pm$" in latex and r"ours & paper & $\Delta$" in latex
+    assert r"\begin{tabular}{lrrr}" in latex and r"$\pm$" in latex and "(60.00)" in latex
+    assert r"$\Delta$" not in latex and r"\multicolumn{3}" not in latex
 
 
 def test_missing_results_are_marked_not_invented(tmp_path, capsys):
@@ -73,7 +79,7 @@ def test_missing_results_are_marked_not_invented(tmp_path, capsys):
     assert table_main(["table_t", "--plan", str(plan_json), "--out", str(tmp_path / "out"),
                        "--root", str(tmp_path), "--spread", "minmax"]) == 0
     text = (tmp_path / "out" / "table_t.md").read_text()
-    assert "| ours | missing | 60.00 | - |" in text
+    assert "| ours | missing (60.00) |" in text
     assert "eval.json missing" in capsys.readouterr().err
 
 
@@ -119,7 +125,59 @@ def test_tunable_params_ion_not_measured_and_landmark_params_from_weights(tmp_pa
     assert float(rows[("PFLD", "params_m")]["ours"]) == pytest.approx(count_params(build_landmark_net("PFLD")) / 1e6,
                                                            abs=1e-4)
     assert rows[("PFLD", "ion")]["ours"] == "" and rows[("PFLD", "ion")]["note"] == "not measured"
-    assert "| PFLD | not measured | 3.97 |" in md3.read_text()
+    assert "| PFLD | not measured (3.97) |" in md3.read_text()
+
+
+def test_best_trained_row_is_bold_cost_columns_and_cited_rows_are_not(tmp_path):
+    """Per column, the highest of our numbers is bold (Markdown ** / LaTeX \\textbf), not a cited row's higher
+    paper number and not a parameter count; an error (ION) ranks the lowest first."""
+    from dfer.workflow.tables import best_rows
+
+    tables = {"tables": {"table_b": {
+        "title": "Bold", "defaults": {"method": "s2d", "folds": "ablation", "dataset": "DFEW"},
+        "columns": [{"label": "UAR", "spec": {"metric": "uar"}}, {"label": "Params", "spec": {"metric": "tunable_m"}}],
+        "rows": [{"label": "none", "spec": {"set": {"model.kwargs.fusion": "none"}}, "paper": [61.06, 9]},
+                 {"label": "MCP", "spec": {"set": {"model.kwargs.fusion": "mcp"}}, "paper": [61.56, 9]},
+                 {"label": "cited", "paper": [99.0, 1]}]}}}
+    plan = build_plan(own_params(), tables)
+    for c in plan.cells["table_b"]:
+        for h in c.runs:
+            uar = 0.45 if c.row == "MCP" else 0.40
+            write_eval(tmp_path, plan.runs[h], {"uar": uar, "war": 0.5, "parameters": {
+                "tunable": 9e6 if c.row == "MCP" else 8e6, "total": 90e6}})
+    md, csv_path, tex = render_table(plan.table_payload("table_b"), tmp_path / "tables", tmp_path)
+    text = md.read_text()
+    assert "| MCP | **45.00** (61.56) | 9.00 (9.00) |" in text
+    assert "| none | 40.00 (61.06) | 8.00 (9.00) |" in text and "| cited | (99.00) | (1.00) |" in text
+    assert r"MCP & \textbf{45.00} (61.56) & 9.00 (9.00) \\" in tex.read_text()
+    rows = {(r["row"], r["metric"]): r for r in csv.DictReader(csv_path.open())}
+    assert float(rows[("MCP", "uar")]["diff"]) == pytest.approx(45.0 - 61.56)
+    ion = {row: {"ours": v, "metric": "ion", "cited_only": False} for row, v in (("a", 4.1), ("b", 3.9))}
+    assert best_rows({(row, "ION"): r for row, r in ion.items()}, ["a", "b"], "ION") == {"b"}
+
+
+def test_a_uar_at_chance_says_the_model_did_not_learn_and_is_never_bold(tmp_path):
+    """7 DFEW classes: chance UAR 14.29 %; below 1.2 x chance a cell reads "≈ chance" (MD, LaTeX, CSV note)."""
+    tables = {"tables": {"table_c": {
+        "title": "Chance", "defaults": {"method": "s2d", "folds": "ablation", "dataset": "DFEW"},
+        "columns": [{"label": "UAR", "spec": {"metric": "uar"}}, {"label": "WAR", "spec": {"metric": "war"}}],
+        "rows": [{"label": "none", "spec": {"set": {"model.kwargs.fusion": "none"}}, "paper": [61.06, 70.0]},
+                 {"label": "MCP", "spec": {"set": {"model.kwargs.fusion": "mcp"}}, "paper": [61.56, 71.0]}]}}}
+    plan = build_plan(own_params(), tables)
+    for uar_mcp, expect_bold in ((0.16, False), (0.30, True)):
+        for c in plan.cells["table_c"]:
+            for h in c.runs:
+                write_eval(tmp_path, plan.runs[h], {"uar": uar_mcp if c.row == "MCP" else 0.15, "war": 0.2})
+        md, csv_path, tex = render_table(plan.table_payload("table_c"), tmp_path / "tables", tmp_path)
+        text = md.read_text()
+        assert "| none | 15.00 ≈ chance (61.06) | **20.00** (70.00) |" in text  # WAR: chance depends on the class mix
+        mcp = f"{uar_mcp * 100:.2f}" + ("" if expect_bold else " ≈ chance")
+        assert f"| MCP | {'**' + mcp + '**' if expect_bold else mcp} (61.56) |" in text
+        assert r"15.00 $\approx$ chance (61.06)" in tex.read_text()
+        rows = {(r["row"], r["metric"]): r for r in csv.DictReader(csv_path.open())}
+        assert rows[("none", "uar")]["note"] == "at chance (did not learn)"
+        assert float(rows[("none", "uar")]["chance"]) == pytest.approx(100 / 7, abs=1e-3)
+        assert rows[("none", "war")]["note"] == "" and rows[("none", "war")]["chance"] == ""
 
 
 def test_a_tables_note_is_printed_under_its_title(tmp_path):
@@ -139,7 +197,7 @@ def test_cells_the_preset_does_not_run_plan_no_run_and_say_why(tmp_path):
     assert all(c.runs for c in plan.cells["table_t"] if c.column != "DFEW UAR" and c.metric)
     md, csv_path, _ = render_table(plan.table_payload("table_t"), tmp_path / "tables", tmp_path)
     text = md.read_text()
-    assert f"> Not run in preset `synthetic`: {reason}" in text and "| ours | not run | 60.00 | - |" in text
+    assert f"> Not run in preset `synthetic`: {reason}" in text and "| ours | not run (60.00) |" in text
     row = next(r for r in csv.DictReader(csv_path.open()) if r["row"] == "ours" and r["column"] == "DFEW UAR")
     assert row["note"] == "not run" and row["ours"] == ""
 

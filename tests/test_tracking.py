@@ -97,7 +97,7 @@ def test_failure_mid_run_disables_tracking_with_one_warning(tmp_path):
 
 
 def test_dvc_hash_of_the_data_from_dvc_files_and_the_lock(tmp_path):
-    from dfer.tracking import dvc_hash
+    from dfer.tracking import dataset_inputs, dvc_hash
 
     assert dvc_hash("results/synth/DFEW", tmp_path) is None  # nothing versioned yet
     (tmp_path / "dvc.lock").write_text(
@@ -105,6 +105,9 @@ def test_dvc_hash_of_the_data_from_dvc_files_and_the_lock(tmp_path):
         "    - path: results/synth\n      md5: 0123abcd.dir\n      nfiles: 3\n")
     assert dvc_hash("results/synth", tmp_path) == "0123abcd.dir"
     assert dvc_hash("results/synth/DFEW/", tmp_path) == "0123abcd.dir:DFEW"
+    [synth] = dataset_inputs({"dataset": "DFEW", "fold": 1, "data": {"root": "results/synth/DFEW"}}, tmp_path)
+    assert synth.dataset.digest == "0123abcd.dir"   # the versioned folder's md5 (MLflow digests: 36 characters)
+    assert {t.key: t.value for t in synth.tags}["dvc.md5"] == "0123abcd.dir:DFEW"
     (tmp_path / "data").mkdir()
     (tmp_path / "data/DFEW.dvc").write_text("outs:\n- md5: feed.dir\n  path: DFEW\n")
     assert dvc_hash("data/DFEW", tmp_path) == "feed.dir"
@@ -139,3 +142,46 @@ def test_table_job_backfills_a_finished_run_the_store_lacks(tmp_path, monkeypatc
     assert [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1.5, 0.9]
     assert file_table("table_2", "T2", runs, mcfg, [], root=tmp_path) == parent  # found again, not re-made
     assert len(client.search_runs([exp.experiment_id], f"tags.`{HASH_TAG}` = '{h}'")) == 1
+
+
+def test_the_runs_datasets_are_its_inputs_digest_dvc_hash_else_label_files(tmp_path, monkeypatch):
+    """The UI's Dataset column: the training set (digest: DVC's md5 of its root) and a cross-dataset test set DVC
+    does not track (digest: a hash of its split files), each with its context; the evaluation job logging them
+    again adds nothing; a failure to log them only warns."""
+    import hashlib
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/DFEW.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: DFEW\n")
+    splits = tmp_path / "data/FERV39K/Annotation"
+    splits.mkdir(parents=True)
+    (splits / "train.csv").write_text("a/b/c 1\n")
+    (splits / "test.csv").write_text("d/e/f 2\n")
+    labels = hashlib.sha256(b"train.csv\0a/b/c 1\n" + b"test.csv\0d/e/f 2\n").hexdigest()[:32]
+    cfg = {**CFG, "eval_datasets": ["FERV39K"], "train": {**CFG["train"], "joint": None},
+           "eval_data": {"FERV39K": {"root": "data/FERV39K", "format": "s2d", "splits": None}}}
+    for stage in ("train", "evaluate"):
+        with Tracker.from_config(cfg, stage=stage, root=tmp_path) as tr:
+            pass
+    assert tr.enabled
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results/mlflow/mlflow.db'}")
+    inputs = {i.dataset.name: i for i in client.get_run(tr.run_id).inputs.dataset_inputs}
+    assert sorted(inputs) == ["DFEW", "FERV39K"]
+    tags = {n: {t.key: t.value for t in i.tags} for n, i in inputs.items()}
+    assert inputs["DFEW"].dataset.digest == "0123456789abcdef0123456789abcdef.dir"
+    assert tags["DFEW"] == {"mlflow.data.context": "training", "dfer.digest": "dvc", "dvc.md5":
+                            "0123456789abcdef0123456789abcdef.dir", "dfer.fold": "1"}
+    assert inputs["DFEW"].dataset.source_type == "local"
+    assert json.loads(inputs["DFEW"].dataset.source)["uri"] == str((tmp_path / "data/DFEW").resolve())
+    assert inputs["FERV39K"].dataset.digest == labels
+    assert tags["FERV39K"]["mlflow.data.context"] == "testing" and tags["FERV39K"]["dfer.digest"] == "labels"
+
+    def broken(*_):
+        raise OSError("unreadable split file")
+    monkeypatch.setattr("dfer.tracking.dataset_inputs", broken)
+    with pytest.warns(TrackingWarning, match="datasets were not logged"):
+        with Tracker.from_config(cfg, stage="evaluate", root=tmp_path) as te:
+            te.log_epoch({"loss": 1.0}, 0)
+    assert te.enabled and client.get_metric_history(te.run_id, "loss")[0].value == 1.0

@@ -51,7 +51,7 @@ def test_each_unique_run_trains_exactly_once(reproduced):
     counts = job_counts(reproduced.log)
     runs = reproduced.runs
     cells = sum(r["cells"] for r in runs.values())
-    assert counts["train_sfer"] + counts["train_dfer"] == len(runs) < cells
+    assert counts["train"] == len(runs) < cells
     trained = sorted(p.parent.name for p in (reproduced.proj / "results/runs").glob("*/done.json"))
     assert trained == sorted(runs)
     print(f"\n{len(runs)} unique runs serve {cells} table cells")
@@ -75,7 +75,7 @@ def test_changing_one_parameter_reruns_only_its_dependents(reproduced):
     counts = job_counts(proc.stdout + proc.stderr)
     unilearn = [h for h, r in reproduced.runs.items() if r["name"].startswith("unilearn/")]
     shown = {t for h in unilearn for t in reproduced.runs[h]["tables"]}
-    assert counts.pop("train_dfer") == len(unilearn) > 0
+    assert counts.pop("train") == len(unilearn) > 0
     assert counts.pop("table") == len(shown & set(DECLARED_TABLES)) == 5   # Table IX and UniLearn's 2-5
     assert counts.pop("figure") == len(shown - set(DECLARED_TABLES)) == 1   # Fig. 3a
     assert counts.pop("claims") == 1
@@ -83,7 +83,7 @@ def test_changing_one_parameter_reruns_only_its_dependents(reproduced):
     # How the fold spread is shown: only the tables are rendered again, nothing retrains.
     proc, _ = run(proj, "snakemake", "-n", "all_tables", "--config", "tables={spread: minmax}")
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts and not {"train_sfer", "train_dfer", "extract_features", "synth"} & set(counts), counts
+    assert counts and not {"train", "extract_features", "synth"} & set(counts), counts
     assert counts["table"] == len(DECLARED_TABLES)
 
 
@@ -198,5 +198,5 @@ def test_dvc_push_pull_round_trip_needs_no_retraining(reproduced, tmp_path):
     shutil.rmtree(fresh / "results/tables")
     proc, _ = run(fresh, "snakemake", "--cores", "2", "all_tables")
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts.get("table") == len(DECLARED_TABLES) and not {"train_sfer", "train_dfer", "extract_features"} & set(counts), counts
+    assert counts.get("table") == len(DECLARED_TABLES) and not {"train", "extract_features"} & set(counts), counts
     assert tables_of(fresh) == reproduced.tables

@@ -5,6 +5,7 @@ modules are imported lazily so ``dfer --help`` stays fast (no torch import).
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -27,6 +28,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "figure": ("dfer.workflow.figures", "draw one paper figure from run results"),
     "launch": ("dfer.launch", "submit one run outside the DAG with submitit (SLURM or --local)"),
 }
+
+
+# ---- the preamble every command shares -----------------------------------------------------------------
+def command_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``dfer NAME``: its ``--help`` shows ``doc`` (the command module's docstring) as written."""
+    return argparse.ArgumentParser(prog=f"dfer {name}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_params_args(ap: argparse.ArgumentParser, set_help: str = "params overrides",
+                    params_help: str = "params.yaml, or a stage file the workflow writes "
+                                       "(default: the project's params.yaml)") -> None:
+    """``--params FILE`` (params.yaml or a stage file the workflow writes) and ``--set KEY=VALUE ...``."""
+    ap.add_argument("--params", default=None, help=params_help)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=set_help)
+
+
+def add_quiet_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def stage_params(args: argparse.Namespace):
+    """``(params, base)`` of a command with :func:`add_params_args`: the resolved params (preset applied, overrides
+    set) and the folder their relative data paths are taken from."""
+    from dfer.config import load_params, params_base
+
+    return load_params(args.params, args.set), params_base(args.params)
 
 
 def _usage() -> str:

@@ -13,7 +13,6 @@ sections it needs (``stage_params``) to its *stage file* under ``results/config/
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -277,11 +276,10 @@ def preset_notice(cfg: Params) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer params", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="override a value, e.g. preset=paper train.epochs=3")
+    from dfer.cli import add_params_args, command_parser
+
+    ap = command_parser("params", __doc__)
+    add_params_args(ap, set_help="override a value, e.g. preset=paper train.epochs=3")
     ap.add_argument("--key", default=None, help="print only this dotted key")
     ap.add_argument("--sources", action="store_true",
                     help="print every value with where it came from (params.yaml, the preset, an override)")

@@ -13,6 +13,8 @@ from pathlib import Path
 import submitit
 import yaml
 
+from dfer.cli import command_parser
+
 
 class TrainJob(submitit.helpers.Checkpointable):
     """A picklable ``dfer train --config RUN.yaml`` call; ``checkpoint()`` (inherited) resubmits it as is."""
@@ -48,8 +50,7 @@ def build_executor(folder: Path, local: bool, args: argparse.Namespace) -> submi
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer launch", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("launch", __doc__)
     ap.add_argument("config", help="resolved run config (e.g. results/runs/<hash>/config.yaml)")
     ap.add_argument("--local", action="store_true", help="submitit's local executor instead of SLURM")
     ap.add_argument("--folder", default=None, help="submitit logs (default: <output_dir>/submitit)")

@@ -11,7 +11,8 @@ One MLflow run per planned run (its config hash), found again by the tag ``dfer.
 evaluation job (and a requeued training job) log into the same run. Each table (and the claims scorecard) has
 a parent run, made by the job that renders it (``file_table``): it logs the rendered table there and files its
 runs under it, a run under the first table it serves, with every table it serves as a tag. Tags: git commit,
-config hash, DVC hash of the data, SLURM job id. Tracking URI: ``MLFLOW_TRACKING_URI``, else the run config's
+config hash, DVC hash of the data, SLURM job id. Each run's datasets are its MLflow inputs (``dataset_inputs``:
+the UI's Dataset column), digest = the DVC hash of the data. Tracking URI: ``MLFLOW_TRACKING_URI``, else the run config's
 ``tracking`` (params.yaml ``mlflow``). A SQLite store is created under a file lock (concurrent first jobs would
 race on its schema); every MLflow call retries on ``database is locked`` and, if it still fails, warns once and
 turns the tracker into a no-op.
@@ -131,6 +132,62 @@ def dvc_hash(data_root: str | None, root: Path) -> str | None:
     return None
 
 
+def dataset_inputs(run_cfg: dict, root: Path) -> list:
+    """The run's datasets as MLflow dataset inputs (``mlflow.entities.DatasetInput``): the data it trains on
+    (``dataset``, and ``train.joint.dataset``'s image set under joint fine-tuning), context ``training``, and its
+    cross-dataset test sets (``eval_datasets``), context ``testing``. Each is an ``mlflow.data`` MetaDataset named
+    after the dataset, its source the data root (a local path). Its digest (MLflow allows 36 characters):
+
+    - ``dvc``: the md5 DVC recorded for the root (``dvc_hash``: ``<root>.dvc`` or dvc.lock); for a root inside a
+      versioned folder (``results/synth/DFEW`` in ``results/synth``) the folder's md5, the input tag ``dvc.md5``
+      keeping ``<md5>:<subpath>``;
+    - else ``labels``: not DVC's, a content hash (sha256, first 32 hex digits) of the split / annotation files
+      the run's labels come from (``annotations.label_files``: its fold's split files, an image set's lists);
+    - else ``source`` (no such file, e.g. AFEW): MLflow's own digest of the name and source.
+
+    The input tag ``dfer.digest`` says which; ``dfer.fold`` names the fold of a folded dataset."""
+    import hashlib
+
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from dfer.data.annotations import label_files
+
+    joint = (run_cfg.get("train") or {}).get("joint") or {}
+    used = [(run_cfg.get("dataset"), run_cfg.get("data"), "training"),
+            (joint.get("dataset"), run_cfg.get("joint_data"), "training")]
+    used += [(d, (run_cfg.get("eval_data") or {}).get(d), "testing") for d in run_cfg.get("eval_datasets") or []]
+    fold = run_cfg.get("fold")
+    inputs = []
+    for name, data, context in used:
+        if not name or not data or not data.get("root") or name in {i.dataset.name for i in inputs}:
+            continue  # a joint set also tested on is a training input
+        tags = {MLFLOW_DATASET_CONTEXT: context}
+        digest = dvc_hash(data["root"], root)
+        if digest:
+            tags.update({"dfer.digest": "dvc", "dvc.md5": digest})
+            digest = digest.split(":", 1)[0]
+        else:
+            files = label_files(name, data, fold, base=root)
+            if files:
+                h = hashlib.sha256()
+                for f in files:
+                    h.update(f.name.encode() + b"\0" + f.read_bytes())
+                digest, tags["dfer.digest"] = h.hexdigest()[:32], "labels"
+            else:
+                tags["dfer.digest"] = "source"
+        if fold is not None and name in ("DFEW", "MAFW"):
+            tags["dfer.fold"] = str(fold)
+        path = Path(data["root"]) if Path(data["root"]).is_absolute() else root / data["root"]
+        source = get_dataset_source_from_json(json.dumps({"uri": str(path.resolve())}), "local")
+        d = MetaDataset(source, name=name, digest=digest[:36] if digest else None).to_dict()
+        inputs.append(DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"]),
+                                   [InputTag(k, v) for k, v in tags.items()]))
+    return inputs
+
+
 def _param_values(cfg: dict) -> dict[str, str]:
     """Flattened config as MLflow param strings (MLflow caps a value at 6000 characters)."""
     return {k: (v if isinstance(v, str) else json.dumps(v))[:6000] for k, v in flatten(cfg).items()}
@@ -141,7 +198,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str],
                  config: dict | None = None, parent_run_id: str | None = None, config_hash: str | None = None,
-                 artifact_location: str | None = None):
+                 artifact_location: str | None = None, root: Path | None = None):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
@@ -150,6 +207,7 @@ class Tracker:
         self.parent_run_id = parent_run_id
         self.config_hash = config_hash
         self.artifact_location = artifact_location
+        self.root = root
         self.client = None
         self.run_id: str | None = None
         self.enabled = True
@@ -175,7 +233,7 @@ class Tracker:
             "dfer.output_dir": run_cfg.get("output_dir"),
         }
         return cls(st["tracking_uri"], st["experiment"], run_cfg.get("name") or h, tags, config=run_cfg,
-                   config_hash=h, artifact_location=st["artifact_location"])
+                   config_hash=h, artifact_location=st["artifact_location"], root=root)
 
     # -- plumbing ----------------------------------------------------------------------------------------
     def _safe(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -218,6 +276,8 @@ class Tracker:
             for k, v in self.tags.items():  # the stage / SLURM id of this job
                 self.client.set_tag(self.run_id, k, v)
         self._safe("start run", _start)
+        if self.run_id and self.config and self.config.get("dataset"):
+            self.log_inputs(self.config)
         return self
 
     def __enter__(self) -> "Tracker":
@@ -247,6 +307,20 @@ class Tracker:
                 self.client.log_batch(self.run_id, params=items[i:i + 100])
             self.client.log_dict(self.run_id, cfg, "config.yaml")
         self._safe("log params", _log)
+
+    def log_inputs(self, config: dict, root: Path | None = None) -> None:
+        """The run config's datasets as the run's MLflow inputs (``dataset_inputs``); the store keeps one input
+        per dataset and digest, so the evaluation job logging them again adds nothing. A failure only warns:
+        the run and the rest of its tracking go on."""
+        if not (self.enabled and self.run_id):
+            return
+        try:
+            inputs = dataset_inputs(config, Path(root or self.root or _root()))
+            if inputs:
+                _retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+        except Exception as exc:  # noqa: BLE001 - a dataset record must not cost the run its tracking
+            warnings.warn(f"MLflow: the run's datasets were not logged ({type(exc).__name__}: {str(exc)[:300]})",
+                          TrackingWarning, stacklevel=2)
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
         if not self.run_id:
@@ -427,6 +501,7 @@ def backfill_run(client, exp_id: str, config_hash: str, run: dict, root: Path) -
         client.log_batch(run_id, metrics=epochs[i:i + 500])
     tracker = Tracker("", "", "", {})  # for its evaluation logging, on this client and run
     tracker.client, tracker.run_id = client, run_id
+    tracker.log_inputs(cfg, root)
     if (out / "eval.json").is_file():
         tracker.log_eval(out / "eval.json", out / "confusion.png")
     client.set_terminated(run_id)

@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from dfer.registry import Registry
+
 
 @dataclass(eq=False)  # numpy fields: compare detections by identity
 class Detection:
@@ -62,13 +64,9 @@ def file_digest(path: str | os.PathLike | None, length: int = 12) -> str | None:
     """Short sha256 of a weights file: reports record it, so retrained weights re-run the stage."""
     if path is None or not Path(path).is_file():
         return None
-    import hashlib
+    from dfer.io import file_sha256
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:length]
+    return file_sha256(path)[:length]
 
 
 def weights_error(path: str | os.PathLike | None, name: str, what: str, fix: str):
@@ -79,52 +77,39 @@ def weights_error(path: str | os.PathLike | None, name: str, what: str, fix: str
 
 
 def read_weights(path: str | os.PathLike | None, name: str, what: str, fix: str, weights_only: bool = True):
-    """``torch.load`` a detector checkpoint; missing path, missing file or unreadable file raise
-    ``weights_error`` naming the file and ``fix`` (``what``: how the message calls the file)."""
-    import torch
+    """A detector checkpoint (:func:`dfer.models.weights.read_checkpoint`); no path, a missing file or an
+    unreadable one raise a DataError naming the file and ``fix`` (``what``: how the message calls the file)."""
+    from dfer.models.weights import read_checkpoint
 
     if path is None:
         raise weights_error(None, name, f"{what} needed and none was given", fix)
-    path = Path(path)
-    if not path.is_file():
-        raise weights_error(path, name, f"{what} not found", fix)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as exc:
-        raise weights_error(path, name, f"cannot read the checkpoint ({type(exc).__name__}: {exc})",
-                            fix) from None
+    return read_checkpoint(path, trust_pickle=not weights_only, what=what, fix=fix)
 
 
 # -------------------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, Callable[..., FaceDetector]] = {}
-
-
-def register_detector(name: str):
-    def wrap(builder: Callable[..., FaceDetector]):
-        _REGISTRY[name] = builder
-        return builder
-    return wrap
-
-
 def _load_builtin() -> None:
     # Importing the modules registers their builders (kept lazy: facenet-pytorch is only needed for mtcnn).
     from dfer.align import mtcnn, retinaface, synthetic_detector  # noqa: F401
 
 
+DETECTORS: Registry[Callable[..., FaceDetector]] = Registry("face detector", loader=_load_builtin, sort=True)
+
+
+def register_detector(name: str):
+    return DETECTORS.register(name)
+
+
 def list_detectors() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return DETECTORS.names()
 
 
 def build_detector(name: str, weights: str | os.PathLike | None = None, device: str = "cpu",
                    **options) -> FaceDetector:
     """A ready-to-run detector. ``weights``: local checkpoint (required for retinaface and synthetic)."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown face detector {name!r}; choose one of {sorted(_REGISTRY)}")
+    builder = DETECTORS.get(name)
     if weights is not None:
         weights = Path(weights)
-    return _REGISTRY[name](weights=weights, device=device, **options)
+    return builder(weights=weights, device=device, **options)
 
 
 def detector_from_checkpoint(path: str | os.PathLike) -> str | None:

@@ -15,7 +15,6 @@ is written to a temporary folder and renamed into place, so a killed run never l
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -27,7 +26,9 @@ import numpy as np
 
 from dfer.align import quality
 from dfer.align.detectors import Detection, FaceDetector, build_detector, detector_from_checkpoint, list_detectors
+from dfer.cli import add_params_args, command_parser, stage_params
 from dfer.data.errors import DataError
+from dfer.io import write_json
 
 REPORTS = "_reports"
 
@@ -195,18 +196,6 @@ def report_path(out: Path, clip_id: str) -> Path:
     return out / REPORTS / f"{clip_id.replace('/', '__')}.json"
 
 
-def _write_json(path: Path, data: dict) -> bool:
-    """Atomic write; returns False (and leaves the file untouched) when the content is unchanged."""
-    text = json.dumps(data, indent=1) + "\n"
-    if path.is_file() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return True
-
-
 def is_done(out: Path, clip_id: str, config: dict) -> dict | None:
     """The existing report when the clip was already aligned with the same settings, else None."""
     rp, folder = report_path(out, clip_id), out / clip_id
@@ -272,12 +261,12 @@ def align_dataset(root: Path, clips: Sequence[tuple[str, Path]], out: Path, dete
                     chosen = [None if d is None else d["box"] for d in info["detections"][:n]]
                     report["quality"] = quality.frame_quality(chosen, gt["boxes"][:n])
             write_clip(out, clip_id, aligned)
-            _write_json(report_path(out, clip_id), report)
+            write_json(report_path(out, clip_id), report, indent=1, if_changed=True)
             done += 1
         reports[clip_id] = report
         bar.set_postfix(aligned=done, skipped=skipped, refresh=False)
     summary = summarize(reports, config, held_out)
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary, indent=1, if_changed=True)  # a no-op re-run keeps its mtime
     q = summary.get("detection_quality")
     log(f"aligned {done} clips, skipped {skipped} (already done); frames without a face: "
         f"{summary['frames_without_face']}/{summary['frames']}"
@@ -317,10 +306,7 @@ def resolve_detector(name_or_path: str | None, weights: str | None, cfg: dict) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfer.config import load_params, params_base
-
-    ap = argparse.ArgumentParser(prog="dfer align", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("align", __doc__)
     ap.add_argument("--dataset", required=True, help="video dataset of params.yaml data.datasets (e.g. MAFW)")
     ap.add_argument("--detector", default=None,
                     help=f"detector name ({', '.join(list_detectors())}) or a detector checkpoint path "
@@ -331,17 +317,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=None, help="dataset root (default: data.datasets.<DATASET>.root)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N clips (a quick look)")
     ap.add_argument("--device", default=None, help="cpu | cuda (default: align.device)")
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params override")
+    add_params_args(ap)
     args = ap.parse_args(argv)
-    params = load_params(args.params, args.set)
+    params, base = stage_params(args)
     cfg = params["align"]
     if args.dataset not in params["data"]["datasets"]:
         raise KeyError(f"unknown dataset {args.dataset!r}; choose one of {sorted(params['data']['datasets'])}")
     entry = dict(params["data"]["datasets"][args.dataset])
     if args.root:
         entry["root"] = args.root
-    base = params_base(args.params)
     root, clips = dataset_clips(args.dataset, entry, base)
     if args.limit:
         clips = clips[:args.limit]

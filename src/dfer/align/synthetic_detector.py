@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from dfer.align.detectors import (Detection, FaceDetector, check_frame, file_digest, register_detector,
                                   read_weights, weights_error)
+from dfer.io import atomic_path
 
 STRIDE = 4
 # Output channels: heatmap logit, log w, log h, dx, dy, 5 landmarks x/y.
@@ -167,11 +168,9 @@ def load_checkpoint(path: str | os.PathLike | None) -> tuple[CenterNetTiny, dict
 
 def save_checkpoint(path: str | os.PathLike, model: CenterNetTiny, **extra) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"detector": "synthetic", "config": asdict(model.cfg), "state_dict": model.state_dict(), **extra},
-               tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"detector": "synthetic", "config": asdict(model.cfg), "state_dict": model.state_dict(),
+                    **extra}, tmp)
     return path
 
 

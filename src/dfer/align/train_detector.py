@@ -8,10 +8,7 @@ Writes ``model.pt`` and ``train_report.json`` (to ``--out``: a folder, or the mo
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -22,7 +19,9 @@ from dfer.align import quality
 from dfer.align.stage import split_clips
 from dfer.align.synthetic_detector import (CenterNetConfig, CenterNetTiny, SyntheticDetector, centernet_loss,
                                            encode_targets, save_checkpoint)
+from dfer.cli import add_params_args, command_parser, stage_params
 from dfer.data.errors import DataError
+from dfer.io import write_json
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -158,10 +157,7 @@ def train_detector(root: Path, train_clips, test_clips, out: Path, settings: dic
               "baseline_mean_box": {"box": mean_box, **baseline_quality(root, test_clips, mean_box)}}
     model_path = out if out.suffix == ".pt" else out / "model.pt"
     save_checkpoint(model_path, model, train_ids=[c for c, _ in train_clips], report=report)
-    report_path = model_path.with_name("train_report.json")
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, report_path)
+    write_json(model_path.with_name("train_report.json"), report)
     log(f"test frames: mean IoU {test['mean_iou']}, IoU>=0.5 {test['share_iou_ge_0.5']}, correct negatives "
         f"{test['correct_negatives']}/{test['no_face_frames']} (baseline IoU>=0.5 "
         f"{report['baseline_mean_box']['share_iou_ge_0.5']}); trained in {train_s:.0f} s -> {model_path}")
@@ -169,19 +165,15 @@ def train_detector(root: Path, train_clips, test_clips, out: Path, settings: dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfer.config import load_params, params_base
-
-    ap = argparse.ArgumentParser(prog="dfer train-detector", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params override")
+    ap = command_parser("train-detector", __doc__)
+    add_params_args(ap)
     ap.add_argument("--dataset", default=None, help="dataset with ground truth (default align.train.dataset)")
     ap.add_argument("--root", default=None, help="dataset root (default: data.datasets.<DATASET>.root)")
     ap.add_argument("--fold", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--out", default=None, help="output folder or model file (default: align.train.out)")
     args = ap.parse_args(argv)
-    params = load_params(args.params, args.set)
+    params, base = stage_params(args)
     st = dict(params["align"]["train"])
     for key in ("dataset", "fold", "epochs"):
         if getattr(args, key) is not None:
@@ -190,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     entry = dict(params["data"]["datasets"][dataset])
     if args.root:
         entry["root"] = args.root
-    base = params_base(args.params)
     fold = st["fold"] if dataset in ("DFEW", "MAFW") else None
     root, train_clips = split_clips(dataset, entry, "train", fold, base)
     _, test_clips = split_clips(dataset, entry, "test", fold, base)

@@ -585,5 +585,28 @@ def load_dataset_entry(dataset: str, entry: dict, split: str, fold: int | None =
     return load_split(dataset, root, split, fold, problems=problems, **kw)
 
 
+def label_files(dataset: str, entry: dict, fold: int | None = None, base: str | os.PathLike | None = None
+                ) -> list[Path]:
+    """The files a dataset's labels and splits are read from (those that exist), for a run's ``fold`` (every
+    split of it): the split files of a video dataset, the annotation lists of an image dataset. None for AFEW
+    (its labels are folder names)."""
+    root = Path(entry["root"])
+    if base is not None and not root.is_absolute():
+        root = Path(base) / root
+    fmt, splits = entry.get("format", "s2d"), entry.get("splits")
+    if dataset == "AFEW":
+        paths = []
+    elif dataset in VIDEO_DATASETS:
+        fold = (fold or 1) if dataset in FOLDED_DATASETS else None
+        paths = [_split_file(dataset, root, split, fold, fmt, splits) for split in ("train", "test")]
+    elif dataset.startswith("AffectNet"):
+        paths = [root / "Manually_Annotated_file_lists" / f"{n}.csv" for n in ("training", "validation")]
+    elif dataset == "RAF-DB":
+        paths = [root / "basic" / "EmoLabel" / "list_patition_label.txt"]
+    else:  # FERPlus: the folders' label.csv, else the votes table
+        paths = [root / f / "label.csv" for f in FERPLUS_FOLDERS.values()] + [root / "FERPlus" / "fer2013new.csv"]
+    return [p for p in paths if p.is_file()]
+
+
 def labels_of(samples: Iterable[Sample]) -> list[int]:
     return [s.label for s in samples]

@@ -7,7 +7,6 @@ then prints one report listing ``file[:line]: problem`` with the fix for each. E
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dfer.cli import add_params_args, command_parser, stage_params
 from dfer.data import video
 from dfer.data.annotations import FOLDED_DATASETS, Sample, load_dataset_entry
 from dfer.data.clips import list_frames, read_image, read_rgb
@@ -107,17 +107,13 @@ def check_dataset(dataset: str, entry: dict, splits: list[str], folds: list[int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfer.config import load_params, params_base
-
-    ap = argparse.ArgumentParser(prog="dfer check-data", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("check-data", __doc__)
     ap.add_argument("dataset", nargs="?", help="dataset name as in params.yaml data.datasets (e.g. DFEW)")
     ap.add_argument("--all", action="store_true", help="check every dataset in params.yaml")
     ap.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
                     help="which split files (all: train and test, and FERPlus's PublicTest as val)")
     ap.add_argument("--fold", default="all", help="fold K (DFEW, MAFW) or `all` (the entry's folds)")
-    ap.add_argument("--params", default=None, help="params file (default: the project's params.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override params values")
+    add_params_args(ap)
     ap.add_argument("--min-frames", type=int, default=None,
                     help="clips with fewer decodable frames are errors (default: data.min_frames or 1)")
     ap.add_argument("--quick", action="store_true",
@@ -129,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.all and not args.dataset:
         ap.error("give a DATASET or --all")
 
-    cfg = load_params(args.params, args.set)
-    base = params_base(args.params)
+    cfg, base = stage_params(args)
     data = cfg["data"]
     names = list(data["datasets"]) if args.all else [args.dataset]
     unknown = [n for n in names if n not in data["datasets"]]

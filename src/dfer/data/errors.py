@@ -21,5 +21,5 @@ class DataError(ValueError):
         text = f"{self.path}: {self.message}"
         return f"{text} (fix: {self.fix})" if self.fix else text
 
-    def __reduce__(self):  # picklable across DataLoader workers
-        return (DataError, (self.path, self.message, self.fix))
+    def __reduce__(self):  # picklable across DataLoader workers (subclasses too: CheckpointError)
+        return (type(self), (self.path, self.message, self.fix))

@@ -13,44 +13,40 @@ labels are matched by canonical emotion name and only the shared classes are sco
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import hashlib
 import io
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from dfer.cli import add_quiet_arg, command_parser
 from dfer.config import ConfigError
-from dfer.engine import resume as ck
 from dfer.engine.loop import Precision, build_landmarks, build_model, landmark_input, predict_views
 from dfer.engine.metrics import average_views, plot_confusion, summarize
 from dfer.models.params import count_parameters
 from dfer.models.unilearn import active_parameters
-from dfer.engine.runconfig import BEST_ON_TEST_LABEL, check, class_names, load_run_config, project_base, run_hash
-
-OUTPUT_FILES = ("eval.json", "confusion.png", "predictions.csv", "features.npy", "predictions.npz")
+from dfer.engine.runconfig import BEST_ON_TEST_LABEL, RUN_FILES, RunConfig, check, load_run_config, project_base
+from dfer.io import atomic_path, file_sha256, write_json, write_text
 
 
 # ---- datasets ---------------------------------------------------------------------------------------
-def evaluation_dataset(cfg: dict, dataset: str | None = None, views: dict | None = None):
-    """The test split of the run's dataset (or a cross-dataset one) in test mode."""
+def evaluation_dataset(run: RunConfig, dataset: str | None = None, views: dict | None = None):
+    """The test split of the run's dataset (or a cross-dataset one, an ``eval_data`` entry) in test mode."""
     from dfer.data.datasets import run_dataset
 
-    dataset = dataset or cfg["dataset"]
-    data = dict(cfg["data"])
-    fold = cfg["fold"]
-    if dataset != cfg["dataset"]:
-        if dataset not in cfg["eval_data"]:
-            raise ConfigError(f"cross-dataset test set {dataset!r} has no entry in the run config's eval_data "
-                              "(the planner writes one per eval_datasets entry)")
-        data = {**data, **cfg["eval_data"][dataset], "subset": None}
+    dataset = dataset or run.dataset
+    data = dict(run.data)
+    fold = run.fold
+    if dataset != run.dataset:  # check() made sure eval_data has an entry for every eval_datasets entry
+        data = {**data, **run.eval_data[dataset], "subset": None}
         data["features"] = None  # the run's cache is for its own dataset: compute landmark features on the fly
         fold = None
     if views is not None:
@@ -59,12 +55,27 @@ def evaluation_dataset(cfg: dict, dataset: str | None = None, views: dict | None
 
 
 # ---- scoring ----------------------------------------------------------------------------------------
-def score_dataset(model: nn.Module, cfg: dict, dataset_obj, device: torch.device, lmk_net=None,
-                  precision: Precision | None = None, batch_size: int | None = None, show: bool = True,
-                  desc: str = "test") -> dict:
+@dataclass(frozen=True)
+class Scoring:
+    """How a test set is scored: the model on ``device`` with its landmark net and precision, in batches of
+    ``batch_size`` read by ``num_workers`` loader workers."""
+    model: nn.Module
+    device: torch.device
+    batch_size: int
+    num_workers: int
+    lmk_net: nn.Module | None = None
+    precision: Precision | None = None
+
+    @classmethod
+    def for_run(cls, run: RunConfig, model: nn.Module, device: torch.device, lmk_net: nn.Module | None,
+                precision: Precision) -> "Scoring":
+        return cls(model, device, run.eval_batch_size, int(run.train["num_workers"]), lmk_net, precision)
+
+
+def score_dataset(scoring: Scoring, dataset_obj, show: bool = True, desc: str = "test") -> dict:
     """Per-video probabilities (view-averaged softmax), features, labels and the protocol's numbers."""
-    bs = int(batch_size or cfg["evaluate"]["batch_size"] or cfg["train"]["batch_size"])
-    out = predict_views(model, dataset_obj, device, bs, lmk_net, precision, int(cfg["train"]["num_workers"]),
+    s = scoring
+    out = predict_views(s.model, dataset_obj, s.device, s.batch_size, s.lmk_net, s.precision, s.num_workers,
                         desc=desc, show=show)
     n = len(dataset_obj.samples)
     probs = average_views(out.probs, out.sample_index, n)
@@ -75,17 +86,19 @@ def score_dataset(model: nn.Module, cfg: dict, dataset_obj, device: torch.device
             "seconds": out.seconds, "filtered": out.filtered}
 
 
-def cross_classes(cfg: dict, other: str) -> list[str] | None:
+def cross_classes(run: RunConfig, other: str) -> list[str] | None:
     """The classes a run's model predicts on another dataset's test set: an SFER model's own (Table I); a jointly
     fine-tuned model's image head (UniLearn) on its static dataset, AffectNet-7's (UniLearn Table 4's SFER
     columns); None when no head of the model was trained for that test set (it is then not scored)."""
     from dfer.data.annotations import IMAGE_DATASETS
 
-    if cfg["task"] == "sfer":
-        return class_names(cfg)
-    joint = cfg["train"]["joint"]
+    from dfer.data.labels import classes
+
+    if run.task == "sfer":
+        return list(run.classes)
+    joint = run.train["joint"]
     if joint and joint["dataset"] == other and other in IMAGE_DATASETS:
-        return class_names({"dataset": other})
+        return classes(other)
     return None
 
 
@@ -129,63 +142,56 @@ def load_weights(model: nn.Module, path: Path) -> dict:
     return dict(obj.get("meta") or {}) if isinstance(obj, dict) else {}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def evaluate(cfg: dict, checkpoint: Path, select: str, out_json: Path,
+def evaluate(run: RunConfig, checkpoint: Path, select: str, out_json: Path,
              device: torch.device | None = None, show: bool = True, model: nn.Module | None = None,
              epoch: int | None = None, extra: dict | None = None) -> dict:
     """Evaluate ``checkpoint`` (or the given in-memory ``model``) and write the outputs next to ``out_json``.
 
     Every output file is written atomically; the caller stages them when they must appear together."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    classes = class_names(cfg)
+    classes = list(run.classes)
     meta: dict = {}
     if model is None:
-        model = build_model(cfg, init=False, verbose=False)
+        model = build_model(run, init=False, verbose=False)
         meta = load_weights(model, checkpoint)
     model = model.to(device).eval()
-    lmk_net = build_landmarks(cfg)
+    lmk_net = build_landmarks(run.landmarks)
     if lmk_net is not None:
         lmk_net = lmk_net.to(device)
-    precision = Precision.from_config(cfg["train"], device)
+    scoring = Scoring.for_run(run, model, device, lmk_net, Precision.from_config(run.train, device))
     t0 = time.perf_counter()
-    ds = evaluation_dataset(cfg)
-    res = score_dataset(model, cfg, ds, device, lmk_net, precision, show=show)
+    ds = evaluation_dataset(run)
+    res = score_dataset(scoring, ds, show=show)
     pred = res["probs"].argmax(axis=1)
     summary = summarize(res["labels"], pred, classes)
     report = {
-        "run": cfg["name"], "config_hash": run_hash(cfg), "task": cfg["task"], "method": cfg["method"],
-        "dataset": cfg["dataset"], "fold": cfg["fold"], "split": "test",
+        "run": run.name, "config_hash": run.hash, "task": run.task, "method": run.method,
+        "dataset": run.dataset, "fold": run.fold, "split": "test",
         "selection": BEST_ON_TEST_LABEL if select == "best_on_test" else "last",
         "epoch": epoch if epoch is not None else meta.get("epoch"),
         "checkpoint": str(checkpoint),
         "parameters": {**dict(zip(("total", "tunable"), count_parameters(model))), "active": active_parameters(model)},
-        "flops": model_flops(model, cfg, lmk_net, device),
-        "protocol": {"views_per_video": res["views"], **cfg["data"]["test_views"],
+        "flops": model_flops(model, run.data, lmk_net, device),
+        "protocol": {"views_per_video": res["views"], **run.data["test_views"],
                      "identical_spatial_crops": "computed once (square resize: every crop is the whole frame)",
                      "aggregation": "mean of softmax over views"},
         **summary,
     }
-    cross = {other: src for other in cfg["eval_datasets"] if (src := cross_classes(cfg, other)) is not None}
+    cross = {other: src for other in run.eval_datasets if (src := cross_classes(run, other)) is not None}
     if cross:
+        from dfer.data.labels import classes as dataset_classes
+
         report["cross"] = {}
         for other, src_classes in cross.items():
-            ods = evaluation_dataset(cfg, other)
-            ores = score_dataset(model, cfg, ods, device, lmk_net, precision, show=show, desc=f"test {other}")
+            ores = score_dataset(scoring, evaluation_dataset(run, other), show=show, desc=f"test {other}")
             report["cross"][other] = cross_scores(ores["probs"], ores["labels"], src_classes,
-                                                  class_names({"dataset": other}), ores["ids"])
+                                                  dataset_classes(other), ores["ids"])
     if res["filtered"] is not None:  # NR-DFERNet: how often its snippet-based filter removed "neutral"
         report["snippet_filter"] = filter_rate(res)
-    variants = cfg["evaluate"]["variants"]
+    variants = run.evaluate["variants"]
     if variants:
-        report["variants"] = {name: score_variant(model, cfg, ds, device, lmk_net, precision, name, settings, classes,
-                                                  show) for name, settings in variants.items()}
+        report["variants"] = {name: score_variant(scoring, ds, f"run {run.name}: evaluate.variants.{name}", name,
+                                                  settings, classes, show) for name, settings in variants.items()}
     report["seconds"] = round(time.perf_counter() - t0, 3)
     report["clips_per_s"] = round(res["clips"] / res["seconds"], 3) if res["seconds"] > 0 else None
     report.update(extra or {})
@@ -197,20 +203,21 @@ def filter_rate(res: dict) -> dict:
     return {"views": res["clips"], "filtered": res["filtered"], "rate": res["filtered"] / max(res["clips"], 1)}
 
 
-def score_variant(model: nn.Module, cfg: dict, ds, device: torch.device, lmk_net, precision, name: str,
-                  settings: dict, classes: list[str], show: bool) -> dict:
-    """The protocol's numbers of one inference-only variant (``evaluate.variants``): the same trained model and
-    test set under other inference settings (NR-DFERNet's snippet filter), with per-item predictions so that the
-    claims scorecard can pair it with the main evaluation."""
+def score_variant(scoring: Scoring, ds, where: str, name: str, settings: dict, classes: list[str],
+                  show: bool) -> dict:
+    """The protocol's numbers of one inference-only variant (``evaluate.variants``; ``where`` names it in errors):
+    the same trained model and test set under other inference settings (NR-DFERNet's snippet filter), with
+    per-item predictions so that the claims scorecard can pair it with the main evaluation."""
+    model = scoring.model
     if not hasattr(model, "inference_settings"):
-        raise ConfigError(f"run {cfg['name']}: evaluate.variants.{name}: {type(model).__name__} has no inference-only "
+        raise ConfigError(f"{where}: {type(model).__name__} has no inference-only "
                           "settings; remove the variant or use a model that has them (NR-DFERNet)")
     try:
         previous = model.inference_settings(**settings)
     except ValueError as exc:
-        raise ConfigError(f"run {cfg['name']}: evaluate.variants.{name}: {exc}") from exc
+        raise ConfigError(f"{where}: {exc}") from exc
     try:
-        res = score_dataset(model, cfg, ds, device, lmk_net, precision, show=show, desc=f"test {name}")
+        res = score_dataset(scoring, ds, show=show, desc=f"test {name}")
     finally:
         model.inference_settings(**previous)
     pred = res["probs"].argmax(axis=1)
@@ -222,13 +229,13 @@ def score_variant(model: nn.Module, cfg: dict, ds, device: torch.device, lmk_net
 
 
 @torch.no_grad()
-def model_flops(model: nn.Module, cfg: dict, lmk_net: nn.Module | None, device: torch.device) -> dict:
+def model_flops(model: nn.Module, data: Mapping, lmk_net: nn.Module | None, device: torch.device) -> dict:
     """FLOPs of one test view (``torch.utils.flop_counter``: a multiply-add counts 2, as fvcore's "FLOPs" count 1
     MAC, so ``gmacs`` is the number papers usually print as GFLOPs): the model on a ``[1, 3, T, S, S]`` clip with
-    its landmark features, and the landmark net on its T frames, counted apart."""
+    its landmark features, and the landmark net on its T frames, counted apart (``data``: the run's data
+    section, for T and S)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    data = cfg["data"]
     video = torch.zeros(1, 3, int(data["num_frames"]), int(data["input_size"]), int(data["input_size"]),
                         device=device)
     with FlopCounterMode(display=False) as lmk_count:
@@ -252,29 +259,29 @@ def write_outputs(report: dict, res: dict, classes: list[str], out_json: Path) -
     w.writerow(["id", "label", "pred", *[f"p_{c}" for c in classes]])
     for vid, y, p, row in zip(res["ids"], res["labels"], pred, res["probs"]):
         w.writerow([vid, classes[int(y)], classes[int(p)], *[f"{v:.6f}" for v in row]])
-    ck.write_text(folder / "predictions.csv", buf.getvalue())
-    with ck.atomic_path(folder / "features.npy") as tmp:
+    write_text(folder / RUN_FILES["predictions"], buf.getvalue())
+    with atomic_path(folder / RUN_FILES["embeddings"]) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, res["feats"].astype(np.float32))
-    with ck.atomic_path(folder / "predictions.npz") as tmp:
+    with atomic_path(folder / RUN_FILES["probabilities"]) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, features=res["feats"].astype(np.float32), probs=res["probs"].astype(np.float32),
                      labels=res["labels"], ids=np.asarray(res["ids"]))
     title = f"{report.get('run') or report['dataset']} ({report['selection']}): UAR {100 * report['uar']:.2f} " \
             f"WAR {100 * report['war']:.2f}"
-    with ck.atomic_path(folder / "confusion.png") as tmp:
+    with atomic_path(folder / RUN_FILES["confusion"]) as tmp:
         plot_confusion(np.asarray(report["confusion"]), classes, tmp, title)
-    ck.write_json(out_json, report)
+    write_json(out_json, report)
 
 
-def checkpoint_for(run_dir: Path, select: str, cfg: dict) -> Path:
+def checkpoint_for(run_dir: Path, select: str, validated_every_epoch: bool) -> Path:
     if select == "best_on_test":
-        if not cfg["train"]["validate_every_epoch"]:
+        if not validated_every_epoch:
             raise ConfigError(f"{run_dir}: --select best_on_test needs a run trained with "
                               "train.validate_every_epoch: true (it keeps best.pt)")
         path = run_dir / "best.pt"
     else:
-        path = run_dir / "model.pt"
+        path = run_dir / RUN_FILES["model"]
     if not path.is_file():
         raise ConfigError(f"{path}: not found; train the run first (`dfer train --config "
                           f"{run_dir / 'config.yaml'}`)")
@@ -282,8 +289,7 @@ def checkpoint_for(run_dir: Path, select: str, cfg: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("evaluate", __doc__)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run folder (config.yaml + model.pt / best.pt)")
     src.add_argument("--checkpoint", help="a model checkpoint (with --config)")
@@ -294,28 +300,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     ap.add_argument("--force", action="store_true", help="re-evaluate even if the output matches the checkpoint")
     ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(ap)
     args = ap.parse_args(argv)
 
     if args.run:
         run_dir = Path(args.run)
-        cfg = load_run_config(args.config or run_dir / "config.yaml")
-        select = args.select or cfg["evaluate"]["select"]
-        ckpt = checkpoint_for(run_dir, select, cfg)
-        out = Path(args.out) if args.out else run_dir / "eval.json"
+        run = load_run_config(args.config or run_dir / "config.yaml")
+        select = args.select or run.evaluate["select"]
+        ckpt = checkpoint_for(run_dir, select, run.train["validate_every_epoch"])
+        out = Path(args.out) if args.out else run_dir / RUN_FILES["eval"]
     else:
         ckpt = Path(args.checkpoint)
         if args.config:
-            cfg = load_run_config(args.config)
+            run = load_run_config(args.config)
         else:
             from dfer.models.weights import read_checkpoint
 
             meta = (read_checkpoint(ckpt) or {}).get("meta", {}) if ckpt.is_file() else {}
             if not meta.get("config"):
                 raise ConfigError(f"{ckpt}: stores no run config; pass --config RUN.yaml")
-            cfg = check(meta["config"], source=str(ckpt))
+            run = check(meta["config"], source=str(ckpt))
         select = args.select or "last"
-        out = Path(args.out) if args.out else ckpt.parent / "eval.json"
+        out = Path(args.out) if args.out else ckpt.parent / RUN_FILES["eval"]
         if select == "best_on_test" and ckpt.name != "best.pt":
             raise ConfigError(f"{ckpt}: --select best_on_test evaluates a run's best.pt; pass --run DIR")
 
@@ -330,10 +336,10 @@ def main(argv: list[str] | None = None) -> int:
             _print_report(old)
             return 0
     device = torch.device(args.device) if args.device else None
-    report = evaluate(cfg, ckpt, select, out, device, show=not args.quiet, extra={"checkpoint_sha256": sha})
+    report = evaluate(run, ckpt, select, out, device, show=not args.quiet, extra={"checkpoint_sha256": sha})
     _print_report(report)
     if not args.no_tracking and os.environ.get("DFER_NO_TRACKING") != "1":
-        _track(cfg, report, out)
+        _track(run.raw, report, out)
     return 0
 
 

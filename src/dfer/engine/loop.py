@@ -12,7 +12,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,82 +21,81 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dfer.engine.progress import Throughput, bar
-from dfer.engine.runconfig import class_names, resolve_path, uses_landmarks
+from dfer.engine.runconfig import RunConfig, resolve_path
 
 
 # ---- model and landmark net -------------------------------------------------------------------------
-def model_kwargs(cfg: dict) -> dict:
+def model_kwargs(run: RunConfig) -> dict:
     """``create_model`` kwargs: the config's ``model.kwargs`` plus class count, frames, input size, drop path."""
     from dfer.data.labels import index_of
 
-    kw = dict(cfg["model"]["kwargs"])
-    data = cfg["data"]
-    kw["num_classes"] = len(class_names(cfg))
-    kw.setdefault("num_frames", int(data["num_frames"]))
-    kw.setdefault("img_size", int(data["input_size"]))
-    if cfg["train"]["drop_path"]:
-        kw.setdefault("drop_path_rate", float(cfg["train"]["drop_path"]))
-    if uses_landmarks(cfg) and "lmk_channels" not in kw:  # e.g. 24 for MobileNetV2_56 (Table III)
+    kw = dict(run.model["kwargs"])
+    kw["num_classes"] = len(run.classes)
+    kw.setdefault("num_frames", int(run.data["num_frames"]))
+    kw.setdefault("img_size", int(run.data["input_size"]))
+    if run.train["drop_path"]:
+        kw.setdefault("drop_path_rate", float(run.train["drop_path"]))
+    if run.uses_landmarks and "lmk_channels" not in kw:  # e.g. 24 for MobileNetV2_56 (Table III)
         from dfer.landmarks import landmark_net_config
 
-        kw["lmk_channels"] = landmark_net_config(cfg["landmarks"]["backbone"]).channels
-    if cfg["method"] == "nr_dfernet" and "neutral_index" not in kw:
+        kw["lmk_channels"] = landmark_net_config(run.landmarks["backbone"]).channels
+    if run.method == "nr_dfernet" and "neutral_index" not in kw:
         try:  # the snippet filter suppresses "Neutral"
-            kw["neutral_index"] = index_of(cfg["dataset"], "Neutral")
+            kw["neutral_index"] = index_of(run.dataset, "Neutral")
         except KeyError:
             pass
     return kw
 
 
-def freezes_backbone(cfg: dict) -> bool:
-    """The official DFER rule (only MCP, TMA, temporal embedding, ln_post, head train) for S2D DFER runs."""
-    mode = cfg["train"]["freeze"]
-    if mode == "auto":
-        return cfg["task"] == "dfer" and cfg["method"] == "s2d"
-    return mode == "dfer"
+def freezes_backbone(freeze: str, task: str, method: str) -> bool:
+    """``train.freeze``: ``auto`` is the official DFER rule (only MCP, TMA, temporal embedding, ln_post, head
+    train) for S2D DFER runs."""
+    if freeze == "auto":
+        return task == "dfer" and method == "s2d"
+    return freeze == "dfer"
 
 
-def head_policy(cfg: dict) -> str:
+def head_policy(model: Mapping, dataset: str) -> str:
     """What happens to the init's classifier: ``keep`` when it was trained on this run's label set, else the
     config's ``model.head_transfer`` (``fresh``: re-initialised, as the official code; ``remap``: rows copied
     by class name)."""
-    model = cfg["model"]
-    return "keep" if model["init_dataset"] == cfg["dataset"] else model["head_transfer"]
+    return "keep" if model["init_dataset"] == dataset else model["head_transfer"]
 
 
-def build_model(cfg: dict, init: bool = True, verbose: bool = True) -> nn.Module:
+def build_model(run: RunConfig, init: bool = True, verbose: bool = True) -> nn.Module:
     """The run's model: registry name + kwargs, initialised from ``model.init``, frozen for S2D DFER."""
     from dfer.models import create_model
 
-    model = create_model(cfg["model"]["name"], **model_kwargs(cfg))
-    path = resolve_path(cfg["model"]["init"]) if init else None
+    spec = run.model
+    model = create_model(spec["name"], **model_kwargs(run))
+    path = resolve_path(spec["init"]) if init else None
     if path is not None:
         from dfer.data.labels import classes
         from dfer.models.weights import load_pretrained
 
-        src = cfg["model"]["init_dataset"]
-        if cfg["model"]["init_format"] == "unilearn":  # S4D's release: `encoder.`-prefixed MAE or fine-tuned
+        src = spec["init_dataset"]
+        if spec["init_format"] == "unilearn":  # S4D's release: `encoder.`-prefixed MAE or fine-tuned
             from dfer.models.unilearn import load_unilearn_pretrained
 
             load_unilearn_pretrained(model, path, verbose=verbose)
         else:
-            load_pretrained(model, path, format=cfg["model"]["init_format"], verbose=verbose, head=head_policy(cfg),
-                            classes=(classes(src) if src else None, class_names(cfg)))
-    if freezes_backbone(cfg):
+            load_pretrained(model, path, format=spec["init_format"], verbose=verbose,
+                            head=head_policy(spec, run.dataset),
+                            classes=(classes(src) if src else None, list(run.classes)))
+    if freezes_backbone(run.train["freeze"], run.task, run.method):
         from dfer.models.params import freeze_for_dfer
 
         freeze_for_dfer(model)
     return model
 
 
-def build_landmarks(cfg: dict) -> nn.Module | None:
-    """The frozen landmark net (None when the model does not fuse landmarks)."""
-    if not uses_landmarks(cfg):
+def build_landmarks(landmarks: Mapping | None) -> nn.Module | None:
+    """The frozen landmark net of a run config's ``landmarks`` (None when the model does not fuse landmarks)."""
+    if landmarks is None:
         return None
     from dfer.landmarks import LandmarkFeatures
 
-    lm = cfg["landmarks"]
-    return LandmarkFeatures(lm["backbone"], str(resolve_path(lm["weights"])))
+    return LandmarkFeatures(landmarks["backbone"], str(resolve_path(landmarks["weights"])))
 
 
 def landmark_input(batch: dict, video: torch.Tensor, lmk_net: nn.Module | None,
@@ -234,7 +233,7 @@ class Precision:
     device_type: str = "cpu"
 
     @classmethod
-    def from_config(cls, train: dict, device: torch.device) -> "Precision":
+    def from_config(cls, train: Mapping, device: torch.device) -> "Precision":
         if device.type != "cuda" or not train["amp"]:
             return cls(False, torch.float32, device.type)
         want = str(train["amp_dtype"])

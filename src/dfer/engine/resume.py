@@ -1,68 +1,20 @@
-"""Atomic writes and the resume checkpoint (model, optimizer, scaler, schedule position, RNG states, SDL).
-
-Every file the engine writes goes to a temp file in the same folder first and is moved in place with
-``os.replace``, so a job killed at any moment leaves either the old file or the new one, never half a file.
+"""The resume checkpoint (model, optimizer, scaler, schedule position, RNG states, SDL) and the ``done.json``
+check that makes a finished job's re-run a no-op. Files are written with :mod:`dfer.io` (atomically).
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from dfer.io import atomic_path
+
 RESUME_DIR = "resume"
 RESUME_FILE = "checkpoint.pt"
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temp path next to ``path``; on success it replaces ``path``, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    write_text(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
-
-
-def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 # ---- RNG state --------------------------------------------------------------------------------------
@@ -115,7 +67,8 @@ def resume_path(output_dir: str | os.PathLike) -> Path:
 
 def save_resume(path: str | os.PathLike, state: dict) -> None:
     """``state``: plain dict of tensors/python objects; written atomically."""
-    torch_save(state, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_resume(path: str | os.PathLike) -> dict | None:

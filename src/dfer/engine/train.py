@@ -28,7 +28,6 @@ status 75. A restarted run continues from it and ends with the same metrics (bit
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -41,12 +40,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from dfer.cli import add_quiet_arg, command_parser
 from dfer.config import ConfigError
 from dfer.engine import resume as ck
 from dfer.engine import distributed as dist_env
 from dfer.engine.loop import (EpochSampler, Precision, StepState, build_landmarks, build_model, make_loader,
                               train_one_epoch)
-from dfer.engine.runconfig import class_names, load_run_config, output_dir, project_base, run_hash
+from dfer.engine.runconfig import RUN_FILES, RunConfig, load_run_config, project_base
+from dfer.io import file_sha256, write_json, write_jsonl, write_text
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved, run again to continue
 
@@ -120,38 +121,35 @@ class BatchPlan:
 
 
 # ---- setup ------------------------------------------------------------------------------------------
-def train_datasets(cfg: dict):
+def train_datasets(run: RunConfig):
     """Train dataset (cached landmark features unless mixup/cutmix mixes the clips) and, when validating
     every epoch, the one-view test dataset (official: validation on the test csv)."""
     from dfer.data.datasets import run_dataset
 
-    aug = cfg["train"]["augment"]
-    data = dict(cfg["data"])
+    aug = run.train["augment"]
+    data = dict(run.data)
     if aug["mixup"] or aug["cutmix"]:
         data["features"] = None  # the landmark net must see the mixed clip (official)
-    train_ds = run_dataset(data, cfg["dataset"], "train", cfg["fold"], mode="train", augment=aug,
-                           base=project_base())
-    joint = cfg["train"]["joint"]
+    train_ds = run_dataset(data, run.dataset, "train", run.fold, mode="train", augment=aug, base=project_base())
+    joint = run.train["joint"]
     if joint:  # UniLearn: the SFER images join the DFER clips (`joint_data`: the image set as the run reads it)
         from dfer.data.datasets import JointDataset
 
-        images = run_dataset(cfg["joint_data"], joint["dataset"], "train", None, mode="train", augment=aug,
+        images = run_dataset(dict(run.joint_data), joint["dataset"], "train", None, mode="train", augment=aug,
                              base=project_base())
         train_ds = JointDataset(train_ds, images)
     val_ds = None
-    if cfg["train"]["validate_every_epoch"]:
+    if run.train["validate_every_epoch"]:
         from dfer.engine.evaluate import evaluation_dataset
 
-        val_ds = evaluation_dataset(cfg, views={"temporal": 1, "spatial": 1})
+        val_ds = evaluation_dataset(run, views={"temporal": 1, "spatial": 1})
     return train_ds, val_ds
 
 
 @dataclass
 class Trainer:
     """Everything one training job holds: built by :func:`setup`, driven by :func:`run_epochs`."""
-    cfg: dict
-    hash: str
-    out: Path
+    run: RunConfig
     env: dist_env.DistEnv
     batches: BatchPlan
     model: nn.Module
@@ -172,6 +170,14 @@ class Trainer:
     best: dict | None = None
 
     @property
+    def hash(self) -> str:
+        return self.run.hash
+
+    @property
+    def out(self) -> Path:
+        return self.run.output_dir
+
+    @property
     def resume_file(self) -> Path:
         return ck.resume_path(self.out)
 
@@ -180,30 +186,29 @@ class Trainer:
         return self.env.is_main
 
 
-def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
+def setup(run: RunConfig, env: dist_env.DistEnv, show: bool) -> Trainer:
     from dfer.data.transforms import mixup_fn
     from dfer.engine.schedule import build_optimizer, lr_schedule, scaled_lrs
     from dfer.models.params import count_parameters
 
-    tr = cfg["train"]
+    tr = run.train
     set_determinism(tr["deterministic"], env.device)
-    ck.seed_everything(epoch_seed(cfg["seed"], env.rank, -1))
+    ck.seed_everything(epoch_seed(run.seed, env.rank, -1))
     batches = BatchPlan.for_run(tr, env.world_size)
-    train_ds, val_ds = train_datasets(cfg)
-    model = build_model(cfg, verbose=env.is_main).to(env.device)
-    lmk_net = build_landmarks(cfg)
+    train_ds, val_ds = train_datasets(run)
+    model = build_model(run, verbose=env.is_main).to(env.device)
+    lmk_net = build_landmarks(run.landmarks)
     lmk_net = lmk_net.to(env.device) if lmk_net is not None else None
-    classes = class_names(cfg)
     sdl = None
     if tr["loss"] == "onehot_sdl":
         from dfer.models.sdl import SDL
 
-        sdl = SDL(len(classes), int(model.num_features), k=int(tr["sdl"]["k"]),
+        sdl = SDL(len(run.classes), int(model.num_features), k=int(tr["sdl"]["k"]),
                   queue_size=int(tr["sdl"]["queue_size"])).to(env.device)
     total_p, tunable_p = count_parameters(model)
     if env.is_main:
-        print(f"run {cfg['name']} ({run_hash(cfg)}): {cfg['model']['name']} on {cfg['dataset']}"
-              f"{'' if cfg['fold'] is None else ' fold ' + str(cfg['fold'])}, {len(train_ds)} train items"
+        print(f"run {run.name} ({run.hash}): {run.model['name']} on {run.dataset}"
+              f"{'' if run.fold is None else ' fold ' + str(run.fold)}, {len(train_ds)} train items"
               f"{joint_note(train_ds, tr['joint'])}, "
               f"device {env.device} x{env.world_size}, batch {batches.batch_size} x {env.world_size} process(es) "
               f"x {batches.accum_steps} accumulation = {batches.effective}; parameters: {total_p / 1e6:.3f} M "
@@ -211,7 +216,7 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
     lrs = scaled_lrs(tr, batches.effective)
     optimizer = build_optimizer(model, tr, lrs["lr"])
     precision = Precision.from_config(tr, env.device)
-    sampler = EpochSampler(train_ds.labels, cfg["seed"], batches.batch_size, balanced=cfg["data"]["oversample"],
+    sampler = EpochSampler(train_ds.labels, run.seed, batches.batch_size, balanced=run.data["oversample"],
                            rank=env.rank, world_size=env.world_size, accum_steps=batches.accum_steps)
     smoothing = float(tr["label_smoothing"]) if tr["loss"] == "label_smoothing" else 0.0
     image_mixup = None
@@ -219,13 +224,13 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
         from dfer.data.labels import classes as dataset_classes
         from dfer.engine.loop import JointBatchSampler
 
-        images = EpochSampler(train_ds.images.labels, cfg["seed"] + 1, batches.batch_size,
+        images = EpochSampler(train_ds.images.labels, run.seed + 1, batches.batch_size,
                               balanced=bool(tr["joint"]["oversample"]), rank=env.rank, world_size=env.world_size,
                               accum_steps=batches.accum_steps)
         sampler = JointBatchSampler(sampler, images, len(train_ds.videos), float(tr["joint"]["data_rate"]))
         image_mixup = mixup_fn(tr["augment"], len(dataset_classes(tr["joint"]["dataset"])), label_smoothing=smoothing)
     schedule = lr_schedule(tr, lrs, int(tr["epochs"]), sampler.steps)
-    mixup = mixup_fn(tr["augment"], len(classes), label_smoothing=smoothing)
+    mixup = mixup_fn(tr["augment"], len(run.classes), label_smoothing=smoothing)
     if mixup is not None and sampler.micro_batch % 2:
         raise ConfigError(f"train.batch_size={batches.batch_size}: Mixup/CutMix needs an even batch size")
     ddp_model = model
@@ -235,7 +240,7 @@ def setup(cfg: dict, env: dist_env.DistEnv, show: bool) -> Trainer:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
             find_unused_parameters=bool(getattr(model, "has_unused_parameters", True)))
-    return Trainer(cfg, run_hash(cfg), output_dir(cfg), env, batches, model, ddp_model, lmk_net, sdl, optimizer,
+    return Trainer(run, env, batches, model, ddp_model, lmk_net, sdl, optimizer,
                    torch.amp.GradScaler("cuda") if precision.needs_scaler else None, precision, sampler, schedule,
                    mixup, train_ds, val_ds, image_mixup=image_mixup)
 
@@ -293,17 +298,18 @@ def save_state(t: Trainer, epoch: int, step: int, partial: dict | None) -> None:
         "batches": t.batches.record(), "rng": ck.rng_state(), "history": t.history, "best": t.best,
         "partial": partial,
     })
-    ck.write_jsonl(t.resume_file.parent / "metrics.jsonl", t.history)
+    write_jsonl(t.resume_file.parent / RUN_FILES["metrics"], t.history)
 
 
 # ---- epochs -----------------------------------------------------------------------------------------
 def step_state(t: Trainer, epoch: int, stop: StopFlag) -> StepState:
     from dfer.models.sdl import SDLConfig, sdl_active, sdl_weight, should_update
 
-    tr, epochs = t.cfg["train"], int(t.cfg["train"]["epochs"])
+    tr = t.run.train
+    epochs = int(tr["epochs"])
     st = StepState(t.optimizer, t.lr_schedule, t.sampler.steps, t.precision, t.scaler, t.lmk_net,
                    bool(t.train_ds.uses_feature_cache), t.mixup, tr["loss"], float(tr["label_smoothing"]),
-                   len(class_names(t.cfg)), accum_steps=t.batches.accum_steps,
+                   len(t.run.classes), accum_steps=t.batches.accum_steps,
                    aux_coeff=float(tr["aux_loss_coeff"]), clip_grad=tr["clip_grad"],
                    stop_requested=lambda: dist_env.broadcast_flag(t.env, stop()), image_mixup=t.image_mixup)
     if t.sdl is not None:
@@ -318,33 +324,34 @@ def step_state(t: Trainer, epoch: int, stop: StopFlag) -> StepState:
 
 def validate_epoch(t: Trainer, epoch: int, show: bool) -> dict:
     """Official per-epoch validation on the test split; keeps ``best.pt`` (best WAR = official acc1)."""
-    from dfer.engine.evaluate import score_dataset
+    from dfer.engine.evaluate import Scoring, score_dataset
     from dfer.engine.metrics import summarize
     from dfer.models.weights import save_checkpoint
 
-    res = score_dataset(t.model, t.cfg, t.val_ds, t.env.device, t.lmk_net, t.precision, show=show, desc="validate")
-    s = summarize(res["labels"], res["probs"].argmax(axis=1), class_names(t.cfg))
+    scoring = Scoring.for_run(t.run, t.model, t.env.device, t.lmk_net, t.precision)
+    res = score_dataset(scoring, t.val_ds, show=show, desc="validate")
+    s = summarize(res["labels"], res["probs"].argmax(axis=1), t.run.classes)
     row = {"val_uar": s["uar"], "val_war": s["war"]}
     if t.best is None or row["val_war"] > t.best["val_war"]:
         t.best = {"epoch": epoch + 1, **row}
         save_checkpoint(t.model, t.resume_file.parent / "best.pt",
-                        meta={"config": t.cfg, "config_hash": t.hash, "epoch": epoch + 1,
-                              "classes": class_names(t.cfg), "selection": "best_on_test"})
+                        meta={"config": t.run.raw, "config_hash": t.hash, "epoch": epoch + 1,
+                              "classes": list(t.run.classes), "selection": "best_on_test"})
     return row
 
 
 def run_epochs(t: Trainer, pos: Position, stop: StopFlag, show: bool) -> bool:
     """Train from ``pos`` to the last epoch; False when stopped by a signal (checkpoint saved)."""
-    cfg, env = t.cfg, t.env
-    for epoch in range(pos.epoch, int(cfg["train"]["epochs"])):
+    run, env = t.run, t.env
+    for epoch in range(pos.epoch, int(run.train["epochs"])):
         step0 = pos.step if epoch == pos.epoch else 0
         if step0 and pos.rng is not None:
             ck.set_rng_state(pos.rng)  # mid-epoch: continue the RNG streams where they stopped
         else:
-            ck.seed_everything(epoch_seed(cfg["seed"], env.rank, epoch))
+            ck.seed_everything(epoch_seed(run.seed, env.rank, epoch))
         t.sampler.set_epoch(epoch, skip=step0 * t.batches.accum_steps * t.sampler.micro_batch)
-        loader = make_loader(t.train_ds, t.sampler.micro_batch, t.sampler, int(cfg["train"]["num_workers"]),
-                             epoch_seed(cfg["seed"], env.rank, epoch), False, env.device)
+        loader = make_loader(t.train_ds, t.sampler.micro_batch, t.sampler, int(run.train["num_workers"]),
+                             epoch_seed(run.seed, env.rank, epoch), False, env.device)
         st = step_state(t, epoch, stop)
         r = train_one_epoch(t.ddp_model, loader, st, epoch, env.device, start_step=step0, show=show)
         if pos.partial and step0:  # the part of this epoch done before the restart
@@ -389,13 +396,13 @@ class NullTracker:
     def end(self, *a, **k): ...
 
 
-def make_tracker(cfg: dict, enabled: bool):
+def make_tracker(run: RunConfig, enabled: bool):
     if not enabled or os.environ.get("DFER_NO_TRACKING") == "1":
         return NullTracker()
     try:
         from dfer.tracking import Tracker
 
-        return Tracker.from_config(cfg, stage="train").start()
+        return Tracker.from_config(run.raw, stage="train").start()
     except Exception as exc:  # noqa: BLE001 - tracking never kills a run
         print(f"warning: MLflow tracking unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
         return NullTracker()
@@ -407,10 +414,10 @@ def finished(out: Path, h: str) -> bool:
                        "set another output_dir, or delete the folder to retrain")
 
 
-def train_run(cfg: dict, device: str | None = None, force: bool = False, track: bool = True,
+def train_run(run: RunConfig, device: str | None = None, force: bool = False, track: bool = True,
               show: bool = True) -> int:
     """Train and test one run; 0 when finished, EXIT_PREEMPTED when stopped by a signal (run again)."""
-    h, out = run_hash(cfg), output_dir(cfg)
+    h, out = run.hash, run.output_dir
     if not force and finished(out, h):
         print(f"{out}: already finished (config {h}); nothing to do")
         return 0
@@ -419,11 +426,11 @@ def train_run(cfg: dict, device: str | None = None, force: bool = False, track: 
     if force and env.is_main and ck.resume_path(out).parent.exists():
         shutil.rmtree(ck.resume_path(out).parent)
     dist_env.barrier(env)
-    t = setup(cfg, env, show)
+    t = setup(run, env, show)
     pos = resume(t)
     stop = StopFlag().install()
-    t.tracker = make_tracker(cfg, track and env.is_main)
-    t.tracker.log_params({**cfg, "runtime": t.batches.record()})
+    t.tracker = make_tracker(run, track and env.is_main)
+    t.tracker.log_params({**run.raw, "runtime": t.batches.record()})
     try:
         if not run_epochs(t, pos, stop, show):
             return EXIT_PREEMPTED
@@ -439,39 +446,39 @@ def train_run(cfg: dict, device: str | None = None, force: bool = False, track: 
 
 def finalize(t: Trainer, show: bool) -> None:
     """Evaluate and write the final outputs into a staging folder, then move them in place (done.json last)."""
-    from dfer.engine.evaluate import evaluate, file_sha256, load_weights
+    from dfer.engine.evaluate import evaluate, load_weights
     from dfer.engine.runconfig import BEST_ON_TEST_LABEL
     from dfer.models.weights import save_checkpoint
 
-    cfg, out = t.cfg, t.out
-    epochs = int(cfg["train"]["epochs"])
+    run, out = t.run, t.out
+    epochs = int(run.train["epochs"])
     stage = t.resume_file.parent / "final"
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    save_checkpoint(t.model, stage / "model.pt", meta={"config": cfg, "config_hash": t.hash, "epoch": epochs,
-                                                       "classes": class_names(cfg), "dataset": cfg["dataset"]})
+    save_checkpoint(t.model, stage / RUN_FILES["model"], meta={"config": run.raw, "config_hash": t.hash,
+                                                                "epoch": epochs, "classes": list(run.classes),
+                                                                "dataset": run.dataset})
     best_src = t.resume_file.parent / "best.pt"
-    select = cfg["evaluate"]["select"]
+    select = run.evaluate["select"]
     model = t.model
     if select == "best_on_test":
         if not best_src.is_file():
             raise ConfigError(f"{best_src}: missing; best_on_test needs train.validate_every_epoch")
         load_weights(model, best_src)
-    report = evaluate(cfg, out / ("best.pt" if select == "best_on_test" else "model.pt"), select,
-                      stage / "eval.json", t.env.device, show=show, model=model,
+    report = evaluate(run, out / ("best.pt" if select == "best_on_test" else RUN_FILES["model"]), select,
+                      stage / RUN_FILES["eval"], t.env.device, show=show, model=model,
                       epoch=t.best["epoch"] if select == "best_on_test" and t.best else epochs,
-                      extra={"checkpoint_sha256": file_sha256(stage / "model.pt" if select == "last" else best_src),
+                      extra={"checkpoint_sha256": file_sha256(stage / RUN_FILES["model"] if select == "last" else best_src),
                              "batches": t.batches.record()})
-    ck.write_jsonl(stage / "metrics.jsonl", t.history)
-    names = ["model.pt", "metrics.jsonl", "eval.json", "confusion.png", "predictions.csv", "features.npy",
-             "predictions.npz"]
+    write_jsonl(stage / RUN_FILES["metrics"], t.history)
+    names = [file for key, file in RUN_FILES.items() if key != "done"]  # done.json: written last, below
     if best_src.is_file():
         shutil.copy2(best_src, stage / "best.pt")
         names.append("best.pt")
     for name in names:
         os.replace(stage / name, out / name)
-    done = {"config_hash": t.hash, "name": cfg["name"], "epochs": epochs,
+    done = {"config_hash": t.hash, "name": run.name, "epochs": epochs,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "uar": report["uar"], "war": report["war"],
             "selection": report["selection"], "best": t.best, "final": t.history[-1] if t.history else None,
             "batches": t.batches.record(), "outputs": names}
@@ -480,9 +487,9 @@ def finalize(t: Trainer, show: bool) -> None:
     if not (out / "config.yaml").is_file():  # `dfer evaluate --run` reads it (the planner normally wrote it)
         import yaml
 
-        ck.write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    ck.write_json(out / "done.json", done)
-    t.tracker.log_eval(out / "eval.json", out / "confusion.png")
+        write_text(out / "config.yaml", yaml.safe_dump(run.raw, sort_keys=False))
+    write_json(out / RUN_FILES["done"], done)
+    t.tracker.log_eval(out / RUN_FILES["eval"], out / RUN_FILES["confusion"])
     shutil.rmtree(t.resume_file.parent, ignore_errors=True)
     print(f"finished: UAR {100 * report['uar']:.2f}  WAR {100 * report['war']:.2f} ({report['selection']}); "
           f"outputs in {out}")
@@ -498,11 +505,11 @@ def visible_devices() -> int:
     return len([d for d in listed.split(",") if d.strip()])
 
 
-def processes_for(cfg: dict, nproc: int | None) -> int:
-    """How many DDP processes this job starts: ``--nproc``, else min(train.gpus, visible GPUs), at least 1."""
+def processes_for(gpus: int, nproc: int | None) -> int:
+    """How many DDP processes this job starts: ``--nproc``, else min(``train.gpus``, visible GPUs), at least 1."""
     if nproc is not None:
         return max(int(nproc), 1)
-    return max(min(int(cfg["train"]["gpus"]), visible_devices()), 1)
+    return max(min(int(gpus), visible_devices()), 1)
 
 
 def relaunch_distributed(argv: list[str], nproc: int) -> int:
@@ -517,8 +524,7 @@ def relaunch_distributed(argv: list[str], nproc: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("train", __doc__)
     ap.add_argument("--config", required=True, help="resolved run config (results/runs/<hash>/config.yaml)")
     ap.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     ap.add_argument("--nproc", type=int, default=None,
@@ -526,19 +532,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true",
                     help="retrain even if done.json exists (old results stay until the new run finishes)")
     ap.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (also DFER_NO_TRACKING=1)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(ap)
     args = ap.parse_args(argv)
-    cfg = load_run_config(args.config)
-    nproc = processes_for(cfg, args.nproc)
+    run = load_run_config(args.config)
+    nproc = processes_for(run.train["gpus"], args.nproc)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        if not args.force and finished(output_dir(cfg), run_hash(cfg)):
-            print(f"{output_dir(cfg)}: already finished (config {run_hash(cfg)}); nothing to do")
+        if not args.force and finished(run.output_dir, run.hash):
+            print(f"{run.output_dir}: already finished (config {run.hash}); nothing to do")
             return 0
         flags = [f"--{k}" for k in ("force", "no_tracking", "quiet") if getattr(args, k)]
         device = ["--device", args.device] if args.device else []
         return relaunch_distributed(["--config", args.config, *device, *[f.replace("_", "-") for f in flags]],
                                     nproc)
-    return train_run(cfg, device=args.device, force=args.force, track=not args.no_tracking, show=not args.quiet)
+    return train_run(run, device=args.device, force=args.force, track=not args.no_tracking, show=not args.quiet)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ input size, frame order) and one entry per item. A second run recomputes nothing
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -26,8 +25,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from dfer.cli import add_params_args, command_parser, stage_params
 from dfer.data.annotations import FOLDED_DATASETS, IMAGE_DATASETS, Sample, cache_name
 from dfer.data.errors import DataError
+from dfer.io import atomic_path, file_sha256, write_json
 from dfer.landmarks.extractor import LandmarkFeatures
 
 INDEX_NAME = "index.json"
@@ -96,19 +97,6 @@ def feature_path(out_dir: str | os.PathLike, sample_id: str) -> Path:
     return Path(out_dir) / f"{cache_name(sample_id)}.npy"
 
 
-def save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def load_features(out_dir: str | os.PathLike, sample_id: str, indices: Sequence[int] | None = None) -> np.ndarray:
     """Cached float16 ``[T, C, 14, 14]`` features of one item (all frames, or ``indices``)."""
     path = feature_path(out_dir, sample_id)
@@ -117,14 +105,6 @@ def load_features(out_dir: str | os.PathLike, sample_id: str, indices: Sequence[
                         "run `dfer extract-features` for this dataset")
     arr = np.load(path, mmap_mode="r")
     return np.asarray(arr if indices is None else arr[list(indices)])
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(backbone: str, weights, input_size: int, frame_order: str | None) -> dict:
@@ -178,7 +158,8 @@ def extract_features(samples: Sequence[Sample], out_dir: str | os.PathLike, back
         print(f"dfer extract-features: {out} was made with {old.get('fingerprint')}; recomputing every item "
               f"for {fp}", file=sys.stderr)
     # Header first: a killed run leaves files that a rerun with the same fingerprint may keep.
-    write_json_atomic(index_path, {"fingerprint": fp, "channels": extractor.channels, "items": items})
+    write_json(index_path, {"fingerprint": fp, "channels": extractor.channels, "items": items}, indent=1,
+               sort_keys=True, end="")
 
     stats = ExtractStats(items=len(samples))
     todo = []
@@ -210,7 +191,8 @@ def extract_features(samples: Sequence[Sample], out_dir: str | os.PathLike, back
             pending.done += len(frames)
             if pending.done == pending.n_frames:
                 arr = np.concatenate(pending.chunks)
-                save_atomic(feature_path(out, pending.sample.id), arr)
+                with atomic_path(feature_path(out, pending.sample.id)) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, arr)
                 items[pending.sample.id] = {"file": feature_path(out, pending.sample.id).name,
                                             "frames": int(arr.shape[0])}
                 stats.computed += 1
@@ -229,14 +211,25 @@ def extract_features(samples: Sequence[Sample], out_dir: str | os.PathLike, back
     flush()
     bar.close()
     stats.seconds = time.perf_counter() - t0
-    write_json_atomic(index_path, {"fingerprint": fp, "channels": extractor.channels, "items": items})
+    write_json(index_path, {"fingerprint": fp, "channels": extractor.channels, "items": items}, indent=1,
+               sort_keys=True, end="")
     return stats
 
 
 # ------------------------------------------------------------------------------------ CLI
+def parse_landmark_args(ap: argparse.ArgumentParser, argv: list[str] | None):
+    """The end every landmark command shares (`extract-features`, `train-landmarks`): add ``--device``,
+    ``--params`` and ``--set``, parse ``argv``; ``(args, params, base, backbone)``, the backbone from
+    ``--backbone`` else params ``landmarks.backbone``."""
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_params_args(ap)
+    args = ap.parse_args(argv)
+    params, base = stage_params(args)
+    return args, params, base, args.backbone or params["landmarks"]["backbone"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer extract-features", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("extract-features", __doc__)
     ap.add_argument("--dataset", required=True, help="key of params.yaml data.datasets (DFEW, MAFW, ...)")
     ap.add_argument("--backbone", default=None, help="landmark net (default: params landmarks.backbone)")
     ap.add_argument("--weights", default=None,
@@ -247,21 +240,12 @@ def main(argv: list[str] | None = None) -> int:
                          "default: params landmarks.features.input_size, else the net's input size")
     ap.add_argument("--out", default=None, help="cache folder (default: results/features/<DATASET>/<BACKBONE>)")
     ap.add_argument("--batch-size", type=int, default=None, help="frames per forward pass")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides")
-    args = ap.parse_args(argv)
-
-    from dfer.config import load_params, params_base
-
-    cfg = load_params(args.params, args.set)
+    args, cfg, base, backbone = parse_landmark_args(ap, argv)
     lcfg = cfg["landmarks"]
-    backbone = args.backbone or lcfg["backbone"]
     weights = args.weights or lcfg["weights"][backbone]
     input_size = args.input_size or lcfg["features"]["input_size"]
     batch_size = args.batch_size or int(lcfg["features"]["batch_size"])
     out = Path(args.out or f"results/features/{args.dataset}/{backbone}")
-    base = params_base(args.params)
     samples = dataset_samples(args.dataset, cfg, base)
     stats = extract_features(samples, out, backbone, weights, input_size, batch_size, args.device)
     fps = stats.frames / stats.seconds if stats.seconds > 0 and stats.frames else 0.0

@@ -29,6 +29,7 @@ from dfer.data.errors import DataError
 from dfer.landmarks.mobilefacenet import MobileFaceNet
 from dfer.landmarks.mobilenetv2 import MobileNetGDConv
 from dfer.landmarks.pfld import PFLDInference
+from dfer.registry import Registry
 
 NUM_POINTS = 68
 
@@ -48,7 +49,8 @@ class LandmarkNetConfig:
         return (self.channels, 14, 14)
 
 
-_NETS: dict[str, LandmarkNetConfig] = {c.name: c for c in [
+_NETS: Registry[LandmarkNetConfig] = Registry("landmark backbone")
+for _config in [
     LandmarkNetConfig("MobileFaceNet", 112, "conv_4", 128, True, "mobilefacenet_model_best.pth.tar",
                       lambda: MobileFaceNet([112, 112], NUM_POINTS * 2)),
     LandmarkNetConfig("PFLD", 112, "block5_6", 128, True, "pfld_model_best.pth.tar",
@@ -60,17 +62,16 @@ _NETS: dict[str, LandmarkNetConfig] = {c.name: c for c in [
     LandmarkNetConfig("MobileNetV2_ED", 224, "features.13", 96, True,
                       "mobilenet_224_model_best_gdconv_external.pth.tar",
                       lambda: MobileNetGDConv(NUM_POINTS * 2, 224)),
-]}
+]:
+    _NETS.add(_config.name, _config)
 
 
 def list_landmark_nets() -> list[str]:
-    return list(_NETS)
+    return _NETS.names()
 
 
 def landmark_net_config(name: str) -> LandmarkNetConfig:
-    if name not in _NETS:
-        raise KeyError(f"unknown landmark backbone {name!r}; choose one of {list(_NETS)}")
-    return _NETS[name]
+    return _NETS.get(name)
 
 
 def count_params(model: nn.Module) -> int:
@@ -93,21 +94,14 @@ def build_landmark_net(name: str, weights: str | os.PathLike | None = None, seed
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint file, ``module.`` prefixes stripped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "landmark checkpoint not found",
-                        "give a local checkpoint path (landmarks.weights in params.yaml), or set it to null "
-                        "to train the net with `dfer train-landmarks`")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        # Old official .pth.tar files may pickle extra non-tensor entries (epoch, best score).
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise DataError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})",
-                            "point to the .pth/.pth.tar file saved by torch.save") from None
+    """The state dict inside a checkpoint file, ``module.`` prefixes stripped. A missing or unreadable file
+    (:class:`~dfer.models.weights.CheckpointError`) or one without a state dict raises a DataError naming the fix."""
+    from dfer.models.weights import read_checkpoint
+
+    # Old official .pth.tar files may pickle extra non-tensor entries (epoch, best score): full unpickling.
+    ckpt = read_checkpoint(path, trust_pickle=True, what="landmark checkpoint",
+                           fix="give the local path of a .pth/.pth.tar file saved by torch.save (landmarks.weights "
+                               "in params.yaml), or set it to null to train the net with `dfer train-landmarks`")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(path, "holds no state dict (expected {'state_dict': {name: tensor}} or {name: tensor})",
@@ -130,6 +124,6 @@ def load_landmark_weights(model: nn.Module, path: str | os.PathLike, name: str =
         raise DataError(path, f"does not match {what}: missing keys: {show(missing)}; unexpected keys: "
                         f"{show(unexpected)}; shape mismatches: {show(reshaped)}",
                         "use the checkpoint of this backbone (e.g. "
-                        f"{_NETS[name].official_file if name in _NETS else 'the matching file'}) or change "
+                        f"{_NETS.get(name).official_file if name in _NETS else 'the matching file'}) or change "
                         "--backbone / landmarks.backbone")
     model.load_state_dict(state)

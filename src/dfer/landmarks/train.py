@@ -16,7 +16,6 @@ Outputs in ``--out``: ``model.pt`` ({'state_dict': ...}, the official format), `
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -31,8 +30,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dfer.cli import command_parser
 from dfer.data.annotations import Sample, cache_name
 from dfer.data.errors import DataError
+from dfer.io import atomic_path, write_json
 from dfer.landmarks.registry import build_landmark_net, count_params, landmark_net_config
 
 NUM_POINTS = 68
@@ -341,10 +342,9 @@ def save_examples(path: Path, model: nn.Module, bank: CropBank, n: int = 8, devi
         ax.axis("off")
     np.atleast_1d(axes)[0].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def run(backbone: str, samples: Sequence[Sample], roots: dict[str, Path], out_dir: str | os.PathLike,
@@ -376,20 +376,16 @@ def run(backbone: str, samples: Sequence[Sample], roots: dict[str, Path], out_di
               "init": str(weights) if weights else None, "seconds": round(time.perf_counter() - t0, 1)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".model.pt.tmp{os.getpid()}"
-    torch.save({"state_dict": model.state_dict(), "backbone": backbone}, tmp)
-    os.replace(tmp, out / "model.pt")
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({"state_dict": model.state_dict(), "backbone": backbone}, tmp)
     save_examples(out / "examples.png", model, test_bank, device=device)
-    tmp = out / f".report.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, out / "report.json")
+    write_json(out / "report.json", report, indent=1, end="")
     return report
 
 
 # ------------------------------------------------------------------------------------ CLI
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer train-landmarks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("train-landmarks", __doc__)
     ap.add_argument("--backbone", default=None, help="landmark net name (default: params landmarks.backbone)")
     ap.add_argument("--datasets", nargs="+", default=None,
                     help="datasets with ground truth (default: landmarks.train.datasets, plus "
@@ -397,23 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: results/landmarks/<BACKBONE>)")
     ap.add_argument("--weights", default=None, help="initial weights (local checkpoint); with --epochs 0: ION only")
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides")
-    args = ap.parse_args(argv)
+    from dfer.landmarks.features import dataset_samples, parse_landmark_args
 
-    from dfer.config import load_params, params_base
-    from dfer.landmarks.features import dataset_samples
-
-    params = load_params(args.params, args.set)
-    lcfg = params["landmarks"]
-    backbone = args.backbone or lcfg["backbone"]
+    args, params, base, backbone = parse_landmark_args(ap, argv)
     net = landmark_net_config(backbone)
-    cfg = dict(lcfg["train"])
+    cfg = dict(params["landmarks"]["train"])
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     datasets = args.datasets or (list(cfg["datasets"]) + (list(cfg["external_datasets"]) if net.external_data else []))
-    base = params_base(args.params)
     samples, roots = [], {}
     for d in datasets:
         root = Path(params["data"]["datasets"][d]["root"])

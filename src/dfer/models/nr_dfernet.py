@@ -61,7 +61,7 @@ from timm.layers import trunc_normal_
 from timm.models.resnet import BasicBlock, ResNet
 from timm.models.vision_transformer import Block
 
-from dfer.models.registry import register_model
+from dfer.models.registry import register_config
 
 SUPPRESSED_LOGIT = -1.0e4
 CLASS_TOKENS = ("dynamic", "learnable")
@@ -276,23 +276,11 @@ def load_trunk_weights(model: NRDFERNet, path) -> list[str]:
     return sorted(matched)
 
 
-def _create(num_classes: int = 7, **kwargs) -> NRDFERNet:
-    return NRDFERNet(num_classes=num_classes, **kwargs)
-
-
-@register_model
-def nr_dfernet(num_classes: int = 7, **kwargs) -> NRDFERNet:
-    """Paper size: ResNet-18 trunk at 112 px, T = 16 (U=8, V=2), M = 2, N = 4, 4 heads, SF L=3 S=2."""
-    cfg = dict(num_frames=16, img_size=112, trunk_layers=(2, 2, 2, 2), trunk_channels=(64, 128, 256, 512),
-               stem_width=64, spatial_depth=2, temporal_depth=4, num_heads=4, mlp_ratio=2.0)
-    cfg.update(kwargs)
-    return _create(num_classes, **cfg)
-
-
-@register_model
-def nr_dfernet_tiny(num_classes: int = 7, **kwargs) -> NRDFERNet:
-    """CPU-seconds size for tests and the synthetic benchmark (same structure, narrow and shallow)."""
-    cfg = dict(num_frames=8, img_size=64, trunk_layers=(1, 1, 1, 1), trunk_channels=(8, 16, 32, 32),
-               stem_width=8, spatial_depth=1, temporal_depth=1, num_heads=4, mlp_ratio=2.0)
-    cfg.update(kwargs)
-    return _create(num_classes, **cfg)
+nr_dfernet = register_config(
+    "nr_dfernet", "Paper size: ResNet-18 trunk at 112 px, T = 16 (U=8, V=2), M = 2, N = 4, 4 heads, SF L=3 S=2.",
+    NRDFERNet, num_classes=7, num_frames=16, img_size=112, trunk_layers=(2, 2, 2, 2),
+    trunk_channels=(64, 128, 256, 512), stem_width=64, spatial_depth=2, temporal_depth=4, num_heads=4, mlp_ratio=2.0)
+nr_dfernet_tiny = register_config(
+    "nr_dfernet_tiny", "CPU-seconds size for tests and the synthetic benchmark (same structure, narrow and shallow).",
+    NRDFERNet, num_classes=7, num_frames=8, img_size=64, trunk_layers=(1, 1, 1, 1), trunk_channels=(8, 16, 32, 32),
+    stem_width=8, spatial_depth=1, temporal_depth=1, num_heads=4, mlp_ratio=2.0)

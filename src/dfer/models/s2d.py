@@ -49,7 +49,7 @@ from timm.models.vision_transformer import Block
 from dfer.models.tma import ADAPTER_MODES
 from dfer.models.init import init_vit_module
 from dfer.models.mcp import FUSIONS, PromptBlock, PromptPatchEmbed
-from dfer.models.registry import register_model
+from dfer.models.registry import register_config
 
 
 class I3DHead(nn.Module):
@@ -234,8 +234,9 @@ def architecture(name: str) -> dict:
     return dict(ARCHITECTURES[name])
 
 
-def _create(cfg: dict, pretrained: str | None = None, pretrained_format: str = "official_s2d", **kwargs):
-    model = S2DVisionTransformer(**{**cfg, **kwargs})
+def _create(pretrained: str | None = None, pretrained_format: str = "official_s2d",
+            **kwargs) -> S2DVisionTransformer:
+    model = S2DVisionTransformer(**kwargs)
     if pretrained:
         from dfer.models.weights import load_pretrained
 
@@ -243,25 +244,13 @@ def _create(cfg: dict, pretrained: str | None = None, pretrained_format: str = "
     return model
 
 
-@register_model
-def s2d_base_patch16_224(pretrained: str | None = None, **kwargs) -> S2DVisionTransformer:
-    """Official S2D: ViT-B/16 + MCP + TMA, 16 frames, MobileFaceNet landmark features (128 ch)."""
-    return _create(ARCHITECTURES["s2d_base_patch16_224"], pretrained, **kwargs)
+def _register(name: str, doc: str):
+    """``name(pretrained=None, pretrained_format="official_s2d", **kwargs)``: the model of ``ARCHITECTURES[name]``."""
+    return register_config(name, doc, _create, **ARCHITECTURES[name])
 
 
-@register_model
-def s2d_tiny(pretrained: str | None = None, **kwargs) -> S2DVisionTransformer:
-    """Tiny S2D for CPU runs: 112 px, patch 16 (7x7 tokens), dim 96, depth 4, 4 heads."""
-    return _create(ARCHITECTURES["s2d_tiny"], pretrained, **kwargs)
-
-
-@register_model
-def sfer_base_patch16_224(pretrained: str | None = None, **kwargs) -> S2DVisionTransformer:
-    """SFER image model "S2D w/o TMA": ViT-B/16 + MCP, T=1."""
-    return _create(ARCHITECTURES["sfer_base_patch16_224"], pretrained, **kwargs)
-
-
-@register_model
-def sfer_tiny(pretrained: str | None = None, **kwargs) -> S2DVisionTransformer:
-    """Tiny SFER image model (112 px, T=1)."""
-    return _create(ARCHITECTURES["sfer_tiny"], pretrained, **kwargs)
+s2d_base_patch16_224 = _register("s2d_base_patch16_224", "Official S2D: ViT-B/16 + MCP + TMA, 16 frames, "
+                                                         "MobileFaceNet landmark features (128 ch).")
+s2d_tiny = _register("s2d_tiny", "Tiny S2D for CPU runs: 112 px, patch 16 (7x7 tokens), dim 96, depth 4, 4 heads.")
+sfer_base_patch16_224 = _register("sfer_base_patch16_224", 'SFER image model "S2D w/o TMA": ViT-B/16 + MCP, T=1.')
+sfer_tiny = _register("sfer_tiny", "Tiny SFER image model (112 px, T=1).")

@@ -32,8 +32,6 @@ Any other shape clash, or a file that holds no ViT weights at all (e.g. a ResNet
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,15 +40,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
+from dfer.data.errors import DataError
+from dfer.io import atomic_path
+
 FORMATS = ("official_s2d", "dfer", "mae")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot initialise the model; ``str()`` names the file and the fix."""
+class CheckpointError(DataError):
+    """A checkpoint that is missing, unreadable or cannot initialise the model; ``str()`` names the file and the
+    fix. A DataError: the CLI prints it without a traceback."""
 
-    def __init__(self, path, message: str):
-        self.path = str(path)
-        super().__init__(f"{path}: {message}")
+    def __init__(self, path, message: str, fix: str | None = None):
+        super().__init__(path, message, fix)
 
 
 @dataclass
@@ -71,22 +72,27 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def read_checkpoint(path, trust_pickle: bool = False) -> object:
-    """``torch.load`` on CPU. Safe (weights-only) unpickling unless ``trust_pickle``; the official and MAE
-    training scripts store an ``argparse.Namespace`` next to the weights, which is allowed."""
+def read_checkpoint(path, trust_pickle: bool = False, *, what: str = "checkpoint", fix: str | None = None) -> object:
+    """The one reader of checkpoint files (model, landmark net, face detector weights): ``torch.load`` of a local
+    file on CPU. Safe (weights-only) unpickling unless ``trust_pickle``; the official and MAE training scripts
+    store an ``argparse.Namespace`` next to the weights, which is allowed. A missing or unreadable file raises
+    :class:`CheckpointError` naming the file, ``what`` it should be and ``fix`` (what the user should do; by
+    default: give a local checkpoint path). Callers add their own checks of what the file holds."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(path, "file not found; give the local path of the checkpoint "
-                                    "(weights are never downloaded at run time)")
+        raise CheckpointError(path, f"{what} not found",
+                              fix or "give the local path of the checkpoint; weights are never downloaded at run time")
     try:
         if trust_pickle:
             return torch.load(path, map_location="cpu", weights_only=False)
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file name and the fix
-        hint = "" if trust_pickle else (" If the file is trusted and stores other Python objects, load it "
-                                        "with trust_pickle=True.")
-        raise CheckpointError(path, f"cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}).{hint}") from exc
+        hint = "" if trust_pickle else "; if the file is trusted and stores other Python objects, load it with " \
+                                       "trust_pickle=True"
+        raise CheckpointError(path, f"{what} cannot be read: not a readable PyTorch checkpoint "
+                                    f"({type(exc).__name__}: {exc})",
+                              fix or f"point to a file saved by torch.save{hint}") from exc
 
 
 def extract_state_dict(obj, path="<checkpoint>") -> dict[str, torch.Tensor]:
@@ -230,19 +236,12 @@ def load_pretrained(model: nn.Module, path, format: str = "official_s2d", verbos
 
 
 def save_checkpoint(model: nn.Module, path, meta: dict | None = None) -> Path:
-    """Write ``{"model": state_dict, "meta": meta}`` atomically (temp file + ``os.replace``).
+    """Write ``{"model": state_dict, "meta": meta}`` atomically (:func:`dfer.io.atomic_path`).
 
     The official loader reads ``checkpoint["model"]``, so these files also load into the official code.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": dict(meta or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -35,7 +35,6 @@ SIGTERM/SIGUSR1 (at the next optimizer step, exit status 75); running the same c
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shutil
@@ -48,8 +47,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dfer.cli import add_params_args, add_quiet_arg, command_parser, stage_params
 from dfer.config import ConfigError, config_hash, deep_merge
 from dfer.engine import resume as ck
+from dfer.io import atomic_path, write_json, write_jsonl
 
 EXIT_PREEMPTED = 75
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -336,7 +337,7 @@ def write_reconstructions(path: Path, grid: np.ndarray, titles: list[str], loss:
     ok, buf = cv2.imencode(".png", np.concatenate([header, big, footer])[..., ::-1])
     if not ok:
         raise OSError(f"{path}: could not encode PNG")
-    with ck.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         Path(tmp).write_bytes(buf.tobytes())
 
 
@@ -443,7 +444,7 @@ def pretrain_mae(settings: dict, out: Path, *, device: str | None = None, show: 
             "settings_hash": h, "epoch": epoch, "step": step, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "rng": ck.rng_state(), "history": history, "partial": part})
-        ck.write_jsonl(resume_file.parent / "metrics.jsonl", history)
+        write_jsonl(resume_file.parent / "metrics.jsonl", history)
 
     stop = StopFlag().install()
     t_run = time.perf_counter()
@@ -532,7 +533,7 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
             "load_with": "dfer.models.unilearn.load_unilearn_pretrained(model, path)" if dual else
             "dfer.models.weights.load_pretrained(model, path, format='mae')"}
     save_checkpoint(model, stage / "model.pt", meta=meta)
-    ck.write_jsonl(stage / "metrics.jsonl", history)
+    write_jsonl(stage / "metrics.jsonl", history)
     names = ["model.pt", "metrics.jsonl"] + (["reconstructions.png"] if k else [])
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -542,7 +543,7 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
             "final_loss": meta["final_loss"], "reconstruction_loss": rec_loss,
             "seconds_per_epoch": round(float(np.mean([r["seconds"] for r in history])), 3) if history else None,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": names}
-    ck.write_json(out / "done.json", done)
+    write_json(out / "done.json", done)
     shutil.rmtree(ck.resume_path(out).parent, ignore_errors=True)
     print(f"finished: final loss {done['final_loss']:.4f}; outputs in {out}")
     return done
@@ -550,23 +551,17 @@ def _finalize(model, settings: dict, cfg: dict, h: str, out: Path, history: list
 
 # ---- CLI --------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer pretrain-mae", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("pretrain-mae", __doc__)
     ap.add_argument("--init", required=True, help="which init to make: a key of pretrain.inits "
                                                   "(mae_imagenet1k, mae_affectnet)")
-    ap.add_argument("--params", default=None, help="params file: the project's params.yaml (default) or the stage "
-                                                   "file the workflow writes")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override, e.g. pretrain.epochs=2")
+    add_params_args(ap, set_help="params overrides, e.g. pretrain.epochs=2")
     ap.add_argument("--out", default=None, help="output folder (default: params pretrain.out)")
     ap.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     ap.add_argument("--force", action="store_true", help="start over even if finished / a resume checkpoint exists")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(ap)
     args = ap.parse_args(argv)
-    from dfer.config import load_params, params_base
-
-    params = load_params(args.params, args.set)
+    params, base = stage_params(args)
     settings = init_settings(params, args.init)
-    base = params_base(args.params)
     out = Path(args.out or str(params["pretrain"]["out"]).format(init=args.init))
     out = out if out.is_absolute() else base / out
     done = pretrain_mae(settings, out, device=args.device, show=not args.quiet, force=args.force, base=base)

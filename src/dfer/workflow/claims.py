@@ -15,7 +15,6 @@ MLflow parent run ``claims``; the same scorecard runs on real data in the paper 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from dfer.cli import command_parser
 from dfer.config import ConfigError
 
 CLAIMS_RELPATH = Path("workflow/claims.yaml")
@@ -284,7 +284,7 @@ def render_csv(records: list[dict]) -> str:
 
 
 def write_scorecard(payload: dict, out_dir: str | Path, root: str | Path = ".") -> tuple[Path, Path, list[dict]]:
-    from dfer.engine.resume import write_text
+    from dfer.io import write_text
 
     records = score(payload, Path(root))
     out_dir = Path(out_dir)
@@ -295,8 +295,7 @@ def write_scorecard(payload: dict, out_dir: str | Path, root: str | Path = ".") 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer claims", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("claims", __doc__)
     ap.add_argument("--plan", required=True, help="the claims plan (results/plan/claims.json)")
     ap.add_argument("--out", default="results/tables", help="output folder (default: results/tables)")
     ap.add_argument("--root", default=".", help="project root the run folders are relative to")

@@ -8,16 +8,16 @@ folder (``features [N,D]``, ``probs [N,K]``, ``labels [N]``, written by `dfer ev
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from dfer.cli import command_parser
 from dfer.config import ConfigError
+from dfer.io import atomic_path
 from dfer.workflow.tables import metric_value
 
 
@@ -123,17 +123,14 @@ def draw(payload: dict, out: str | Path, root: str | Path = ".", kind: str | Non
         raise ConfigError(f"unknown figure kind {kind!r} (per_class_bars | tsne | prob_dist | metric_curve)")
     fig.suptitle(payload.get("title", ""))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, out)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer figure", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("figure", __doc__)
     ap.add_argument("figure", help="figure id from workflow/tables.yaml, e.g. fig_per_class")
     ap.add_argument("--plan", default=None, help="the figure's plan JSON (default: plan from params.yaml now)")
     ap.add_argument("--out", default=None, help="PNG path (default: results/figures/<figure>.png)")

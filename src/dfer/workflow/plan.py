@@ -11,9 +11,7 @@ SFER parameter changes exactly the SFER run and the DFER runs built on it.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +19,10 @@ from typing import Any
 
 import yaml
 
+from dfer.cli import add_params_args, command_parser
 from dfer.config import ConfigError, config_hash, deep_merge, flatten, load_params, project_root, set_path
 from dfer.engine.runconfig import UNHASHED_KEYS, run_hash
+from dfer.io import write_json
 
 TABLES_RELPATH = Path("workflow/tables.yaml")
 RUNS_DIR = "results/runs"
@@ -495,15 +495,6 @@ def feature_dataset(params: dict, dataset: str) -> str:
     return wider if same else dataset
 
 
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write JSON atomically (a failed job never leaves a half-written file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(p)
-
-
 def run_config_text(run: Run) -> str:
     """A run's config.yaml: the resolved config (workflow/schemas/run.schema.yaml) under a one-line header. Its
     content is fixed by the hash that names its folder."""
@@ -512,7 +503,7 @@ def run_config_text(run: Run) -> str:
 
 
 def write_run_config(run: Run, path: str | Path | None = None) -> Path:
-    from dfer.engine.resume import write_text
+    from dfer.io import write_text
 
     p = Path(path or f"{run.output_dir}/config.yaml")
     write_text(p, run_config_text(run))
@@ -520,11 +511,9 @@ def write_run_config(run: Run, path: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer plan", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default=None, help="params file (default: ./params.yaml)")
+    ap = command_parser("plan", __doc__)
+    add_params_args(ap, set_help="params overrides, e.g. preset=paper")
     ap.add_argument("--tables", default=None, help="table declarations (default: workflow/tables.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides, e.g. preset=paper")
     ap.add_argument("--table", action="append", default=None, help="only the runs of this table (repeatable)")
     ap.add_argument("--write-configs", action="store_true", help="write results/runs/<hash>/config.yaml files")
     ap.add_argument("--json", default=None, metavar="PATH", help="write hash -> {name, tables, cells} as JSON")

@@ -8,22 +8,37 @@ needs ``--official-s2d --num-classes 7 --dataset DFEW --landmark-weights mobilef
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
 
+from dfer.cli import command_parser
 from dfer.config import ConfigError
 
+if TYPE_CHECKING:
+    from dfer.engine.runconfig import RunConfig
 
-def _config_for(args) -> dict:
-    from dfer.engine.runconfig import check, load_run_config
+
+def _config_for(args) -> RunConfig:
+    """The run config of the checkpoint (``--config``, the paper's S2D config, or the one stored in it), with
+    ``--landmark-weights`` in place of its landmark weights, checked and resolved once (a ``RunConfig``)."""
+    from dfer.engine.runconfig import check
+
+    cfg, source = _raw_config(args)
+    if args.landmark_weights and cfg["landmarks"]:
+        cfg["landmarks"]["weights"] = args.landmark_weights
+    return check(cfg, source=source)
+
+
+def _raw_config(args) -> tuple[dict, str]:
+    from dfer.engine.runconfig import read_run_config
 
     if args.config:
-        return load_run_config(args.config)
+        return read_run_config(args.config), str(args.config)
     if args.official_s2d:
         if not args.dataset:
             raise ConfigError("--official-s2d needs --dataset (DFEW | MAFW | FERV39K) for the class names")
@@ -36,28 +51,27 @@ def _config_for(args) -> dict:
                                 {"model.name": args.model})
         cfg["name"] = f"official S2D {args.dataset}"
         cfg["landmarks"] = {"backbone": args.landmark_backbone, "weights": args.landmark_weights}
-        return check(cfg, source="--official-s2d")
+        return cfg, "--official-s2d"
     from dfer.models.weights import read_checkpoint
 
     meta = (read_checkpoint(args.checkpoint) or {}).get("meta") or {}
     if not meta.get("config"):
         raise ConfigError(f"{args.checkpoint}: stores no run config; pass --config RUN.yaml, or --official-s2d "
                           "--num-classes N --dataset D for an official S2D checkpoint")
-    return check(meta["config"], source=str(args.checkpoint))
+    return meta["config"], str(args.checkpoint)
 
 
-def load_model(args, cfg: dict) -> torch.nn.Module:
+def load_model(args, run: RunConfig) -> torch.nn.Module:
     from dfer.engine.evaluate import load_weights
     from dfer.engine.loop import build_model
 
-    model = build_model(cfg, init=False, verbose=False)
+    model = build_model(run, init=False, verbose=False)
     if args.official_s2d:
-        from dfer.data.labels import classes
         from dfer.models.weights import load_pretrained
 
-        if args.num_classes != len(classes(cfg["dataset"])):
-            raise ConfigError(f"--num-classes {args.num_classes} does not match {cfg['dataset']} "
-                              f"({len(classes(cfg['dataset']))} classes)")
+        if args.num_classes != len(run.classes):
+            raise ConfigError(f"--num-classes {args.num_classes} does not match {run.dataset} "
+                              f"({len(run.classes)} classes)")
         report = load_pretrained(model, args.checkpoint, format="official_s2d", verbose=False)
         if report.missing:
             raise ConfigError(f"{args.checkpoint}: not an S2D checkpoint for {args.model} "
@@ -67,12 +81,12 @@ def load_model(args, cfg: dict) -> torch.nn.Module:
     return model.eval()
 
 
-def clip_views(frames: np.ndarray, cfg: dict) -> torch.Tensor:
-    """``uint8[N,H,W,3]`` face frames -> normalised views ``[V,3,T,S,S]`` of the test protocol."""
+def clip_views(frames: np.ndarray, data: Mapping) -> torch.Tensor:
+    """``uint8[N,H,W,3]`` face frames -> normalised views ``[V,3,T,S,S]`` of the test protocol (``data``: the run
+    config's data section)."""
     from dfer.data.sampling import test_views
     from dfer.data.transforms import resize_frames, spatial_crops, to_normalized_tensor
 
-    data = cfg["data"]
     t, size, tv = int(data["num_frames"]), int(data["input_size"]), data["test_views"]
     views = []
     for idx in test_views(len(frames), t, int(tv["temporal"]), int(data["sampling_rate"])):
@@ -102,11 +116,11 @@ def faces(video: Path, detector_name: str | None, weights: str | None, size: int
 
 
 @torch.no_grad()
-def predict(model, cfg: dict, frames: np.ndarray, device: torch.device) -> np.ndarray:
+def predict(model, run: RunConfig, frames: np.ndarray, device: torch.device) -> np.ndarray:
     from dfer.engine.loop import build_landmarks, landmark_input
 
-    views = clip_views(frames, cfg).to(device)
-    lmk_net = build_landmarks(cfg)
+    views = clip_views(frames, run.data).to(device)
+    lmk_net = build_landmarks(run.landmarks)
     if lmk_net is not None:
         lmk_net = lmk_net.to(device)
     logits, _ = model.to(device)(views, landmark_input({}, views, lmk_net, False))
@@ -114,8 +128,7 @@ def predict(model, cfg: dict, frames: np.ndarray, device: torch.device) -> np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer predict", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("predict", __doc__)
     ap.add_argument("video", help="a video file (mp4, avi, ...)")
     ap.add_argument("--checkpoint", required=True, help="model.pt / best.pt of a run, or an official S2D .pth")
     ap.add_argument("--config", help="run config (default: the one stored in the checkpoint)")
@@ -138,17 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.official_s2d and not args.landmark_weights:
         raise ConfigError("--official-s2d needs --landmark-weights (the MobileFaceNet file the model was trained "
                           "with: mobilefacenet_model_best.pth.tar)")
-    cfg = _config_for(args)
-    if args.landmark_weights and cfg["landmarks"]:
-        cfg["landmarks"]["weights"] = args.landmark_weights
+    run = _config_for(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(args, cfg)
-    frames = faces(video, args.detector, args.detector_weights, int(cfg["data"]["input_size"]),
-                   device.type)
-    probs = predict(model, cfg, frames, device)
-    from dfer.data.labels import classes
-
-    names = classes(cfg["dataset"])
+    model = load_model(args, run)
+    frames = faces(video, args.detector, args.detector_weights, int(run.data["input_size"]), device.type)
+    probs = predict(model, run, frames, device)
+    names = run.classes
     order = np.argsort(-probs, kind="stable")
     if args.json:
         print(json.dumps({"video": str(video), "probabilities": {names[i]: float(probs[i]) for i in order}}))

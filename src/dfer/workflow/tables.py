@@ -1,5 +1,8 @@
 """Render one paper table from run results: our number beside the paper's and the difference.
 
+Markdown and LaTeX show one column per metric, each cell ``ours (paper)`` (``38.00 ± 1.20 (65.90)``), our best
+row per column in bold; the CSV keeps the long form (ours, spread, paper and diff = ours − paper per cell).
+
 Input: the table's plan (``results/plan/<table>.json``, written by the workflow from workflow/tables.yaml)
 and the runs' ``eval.json`` files; Table III also reads ``results/landmarks/<backbone>/report.json``.
 Output: ``results/tables/<table>.{md,csv,tex}``. Multi-fold cells show the fold mean and its spread
@@ -11,18 +14,18 @@ eval.json as read here (percent or fraction; fractions are scaled to percent):
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from dfer.cli import add_params_args, command_parser
 from dfer.config import ConfigError
+from dfer.io import write_text
 
 METRIC_LABEL = {"uar": "UAR", "war": "WAR", "acc": "Acc", "ion": "ION", "params_m": "Params (M)",
                 "tunable_m": "Tunable Params (M)", "total_m": "Params (M)", "active_m": "Active Params (M)",
@@ -32,6 +35,14 @@ METRIC_LABEL = {"uar": "UAR", "war": "WAR", "acc": "Acc", "ion": "ION", "params_
 PARAMETER_METRICS = {"tunable_m": "tunable", "total_m": "total", "active_m": "active"}
 NOT_MEASURED = "not measured"
 NOT_RUN = "not run"
+# which way is better, for bolding our best row per column: ION is an error; parameter counts and GFLOPs are cost,
+# not performance, and are not ranked
+LOWER_IS_BETTER = {"ion"}
+NOT_RANKED = {"params_m", "gflops", *PARAMETER_METRICS}
+LEGEND = "ours (paper); bold: best of our rows; ≈ chance: did not learn"
+# A UAR below this multiple of chance (100 % / classes) is marked "≈ chance" (the model did not learn) and is never
+# bold: a cell must not read as a result when it is the floor.
+CHANCE_MARGIN = 1.2
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,8 +185,28 @@ def collect(payload: dict, root: Path, spread: str = "std") -> list[dict]:
             "runs": " ".join(c["runs"]), "missing": missing, "cited_only": c["metric"] is None,
             "note": NOT_RUN if c.get("not_run") else NOT_MEASURED if c["metric"] == "ion" and not values else "",
             "not_run": c.get("not_run") or "",
+            "chance": chance_uar(c["metric"], c["dataset"] or runs_dataset(c, runs)),
         })
+        if at_chance(records[-1]):
+            records[-1]["note"] = "at chance (did not learn)"
     return records
+
+
+def runs_dataset(cell: dict, runs: dict) -> str | None:
+    return next((runs[h].get("dataset") for h in cell["runs"] if runs[h].get("dataset")), None)
+
+
+def chance_uar(metric: str | None, dataset: str | None) -> float | None:
+    """Chance UAR (100 / number of classes) for a UAR cell, else None."""
+    if metric != "uar" or not dataset:
+        return None
+    from dfer.data.labels import CLASSES
+
+    return 100.0 / len(CLASSES[dataset]) if dataset in CLASSES else None
+
+
+def at_chance(r: dict) -> bool:
+    return r.get("chance") is not None and r["ours"] is not None and r["ours"] < CHANCE_MARGIN * r["chance"]
 
 
 def _f(v: float | None, nd: int = 2, signed: bool = False) -> str:
@@ -189,7 +220,8 @@ def _ours(r: dict, pm: str = "±") -> str:
         return ""
     if r["ours"] is None:
         return "missing" if r["missing"] else (r["note"] or "n/a")
-    return _f(r["ours"]) + (f" {pm} {_f(r['spread'])}" if r["spread"] is not None else "")
+    text = _f(r["ours"]) + (f" {pm} {_f(r['spread'])}" if r["spread"] is not None else "")
+    return f"{text} ≈ chance" if at_chance(r) else text
 
 
 def _grid(records: list[dict]) -> list[tuple[str, list[str], list[str], dict]]:
@@ -205,6 +237,36 @@ def _grid(records: list[dict]) -> list[tuple[str, list[str], list[str], dict]]:
     return [(b, rows, cols, cells) for b, (rows, cols, cells) in blocks.items()]
 
 
+def best_rows(cells: dict, rows: list[str], col: str) -> set[str]:
+    """Rows of one column whose trained number is the best of the block's (ties at the shown precision all win):
+    the highest, the lowest for an error (ION); none for cost columns (parameters, GFLOPs) or fewer than two
+    trained rows (nothing to compare); a number at chance is never the best."""
+    trained = {row: cells[(row, col)] for row in rows if (row, col) in cells
+               and not cells[(row, col)]["cited_only"] and cells[(row, col)]["ours"] is not None}
+    if len(trained) < 2 or any(r["metric"] in NOT_RANKED for r in trained.values()):
+        return set()
+    shown = {row: round(r["ours"], 2) for row, r in trained.items() if not at_chance(r)}
+    if not shown:
+        return set()
+    lower = all(r["metric"] in LOWER_IS_BETTER for r in trained.values())
+    best = min(shown.values()) if lower else max(shown.values())
+    return {row for row, v in shown.items() if v == best}
+
+
+def _cell(r: dict | None, bold: bool = False, strong: Callable[[str], str] = "**{}**".format,
+          esc: Callable[[str], str] = str) -> str:
+    """``ours (paper)``: our number (its spread, or why there is none: missing, not run, not measured, n/a) and
+    the paper's in brackets (``-`` when the paper gives none); a cited row shows the paper's number only.
+    ``strong`` marks our best row, ``esc`` escapes our text (LaTeX)."""
+    if r is None:
+        return "-"
+    paper = f"({_f(r['paper'])})"
+    if r["cited_only"]:
+        return "-" if r["paper"] is None else paper
+    ours = esc(_ours(r))
+    return f"{strong(ours) if bold else ours} {paper}"
+
+
 def provenance(payload: dict) -> str:
     prov = payload.get("provenance") or {}
     kind = "synthetic" if prov.get("synthetic") else "real"
@@ -217,8 +279,11 @@ def provenance(payload: dict) -> str:
 
 def render_markdown(payload: dict, records: list[dict], spread: str) -> str:
     out = [f"# {payload['title']}", "", f"> {provenance(payload)}",
-           f"> ours = our result ({'mean ± std' if spread == 'std' else 'mean ± half range'} over folds where "
-           "a cell has several), paper = reported, Δ = ours − paper.", ""]
+           f"> Each cell: ours (paper). ours = our result ({'mean ± std' if spread == 'std' else 'mean ± half range'}"
+           " over folds where a cell has several), paper = reported (`-`: not reported); **bold** = the best of our "
+           "rows in its column (lowest ION; parameter counts and GFLOPs are not ranked); ≈ chance = a UAR below "
+           f"{CHANCE_MARGIN} × chance (100 % / classes): the model did not learn. Δ = ours − paper is in "
+           f"`{payload['table']}.csv`.", ""]
     if payload.get("note"):
         out[-1:] = [f"> Note: {payload['note']}", ""]
     for reason in _not_run_reasons(records):
@@ -226,16 +291,14 @@ def render_markdown(payload: dict, records: list[dict], spread: str) -> str:
     for block, rows, cols, cells in _grid(records):
         if block:
             out += [f"## {block}", ""]
-        head = ["Method"] + [f"{c} {k}" for c in cols for k in ("ours", "paper", "Δ")]
-        out.append("| " + " | ".join(head) + " |")
-        out.append("|" + "---|" * len(head))
+        out.append("| " + " | ".join(["Method", *cols]) + " |")
+        out.append("|---|" + "---:|" * len(cols))
+        best = {col: best_rows(cells, rows, col) for col in cols}
         for row in rows:
-            line = [row]
-            for col in cols:
-                r = cells.get((row, col))
-                line += ["", "-", ""] if r is None else [_ours(r), _f(r["paper"]), _f(r["diff"], signed=True)]
+            line = [row] + [_cell(cells.get((row, col)), row in best[col]) for col in cols]
             out.append("| " + " | ".join(line) + " |")
         out.append("")
+    out += [f"_{LEGEND}_", ""]
     return "\n".join(out)
 
 
@@ -246,7 +309,7 @@ def _not_run_reasons(records: list[dict]) -> list[str]:
 def render_csv(records: list[dict]) -> str:
     buf = io.StringIO()
     fields = ["block", "row", "column", "metric", "dataset", "ours", "spread", "n_folds", "paper", "diff", "note",
-              "runs"]
+              "chance", "runs"]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in records:
@@ -257,7 +320,7 @@ def render_csv(records: list[dict]) -> str:
 
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("†", r"$\dagger$"), ("‡", r"$\ddagger$"), ("Δ", r"$\Delta$"), ("−", "-")):
+                 ("±", r"$\pm$"), ("†", r"$\dagger$"), ("‡", r"$\ddagger$"), ("≈", r"$\approx$"), ("Δ", r"$\Delta$"), ("−", "-")):
         s = s.replace(a, b)
     return s
 
@@ -268,30 +331,21 @@ def render_latex(payload: dict, records: list[dict]) -> str:
         out.append(f"% Note: {payload['note']}")
     out += [f"% Not run in this preset: {reason}" for reason in _not_run_reasons(records)]
     for block, rows, cols, cells in _grid(records):
-        out.append(r"\begin{tabular}{l" + "rrr" * len(cols) + "}")
+        out.append(r"\begin{tabular}{l" + "r" * len(cols) + "}")
         out.append(r"\toprule")
         if block:
-            out.append(r"\multicolumn{%d}{l}{%s} \\" % (1 + 3 * len(cols), _tex(block)))
-        out.append(" & ".join(["Method"] + [r"\multicolumn{3}{c}{%s}" % _tex(c) for c in cols]) + r" \\")
-        out.append(" & ".join([""] + ["ours & paper & $\\Delta$"] * len(cols)) + r" \\")
+            out.append(r"\multicolumn{%d}{l}{%s} \\" % (1 + len(cols), _tex(block)))
+        out.append(" & ".join(["Method"] + [_tex(c) for c in cols]) + r" \\")
         out.append(r"\midrule")
+        best = {col: best_rows(cells, rows, col) for col in cols}
         for row in rows:
-            line = [_tex(row)]
-            for col in cols:
-                r = cells.get((row, col))
-                line += ["", "-", ""] if r is None else [
-                    _tex(_ours(r)), _f(r["paper"]), _f(r["diff"], signed=True)]
+            line = [_tex(row)] + [_cell(cells.get((row, col)), row in best[col], r"\textbf{{{}}}".format, _tex)
+                                  for col in cols]
             out.append(" & ".join(line) + r" \\")
         out.append(r"\bottomrule")
         out.append(r"\end{tabular}")
+    out.append(f"% {LEGEND}; the difference ours - paper is in the CSV")
     return "\n".join(out) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def render_table(payload: dict, out_dir: str | Path, root: str | Path = ".", spread: str = "std") -> list[Path]:
@@ -304,9 +358,9 @@ def render_table(payload: dict, out_dir: str | Path, root: str | Path = ".", spr
               f"{missing[0]}; run `snakemake {payload['table']}` to produce them", file=sys.stderr)
     tid = payload["table"]
     paths = [out_dir / f"{tid}.md", out_dir / f"{tid}.csv", out_dir / f"{tid}.tex"]
-    _atomic_write(paths[0], render_markdown(payload, records, spread))
-    _atomic_write(paths[1], render_csv(records))
-    _atomic_write(paths[2], render_latex(payload, records))
+    write_text(paths[0], render_markdown(payload, records, spread))
+    write_text(paths[1], render_csv(records))
+    write_text(paths[2], render_latex(payload, records))
     return paths
 
 
@@ -321,12 +375,10 @@ def payload_from_params(table: str, params_path: str | None = None, overrides: l
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer table", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("table", __doc__)
     ap.add_argument("table", help="table id, e.g. table_3")
     ap.add_argument("--plan", default=None, help="the table's plan JSON (default: plan from params.yaml now)")
-    ap.add_argument("--params", default=None, help="params file when no --plan is given")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="params overrides (no --plan)")
+    add_params_args(ap, set_help="params overrides (no --plan)", params_help="params file when no --plan is given")
     ap.add_argument("--out", default="results/tables", help="output folder (default: results/tables)")
     ap.add_argument("--root", default=".", help="project root the run folders are relative to")
     ap.add_argument("--spread", choices=["std", "minmax"], default=None, help="fold spread (default: params)")

@@ -6,9 +6,9 @@ swapped in atomically, so a failed run never leaves half a dataset.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
+from dfer.cli import add_params_args, add_quiet_arg, command_parser, stage_params
 from dfer.data.synth.generate import DATASETS, generate, resolve_settings
 
 
@@ -31,22 +31,19 @@ def _format_summary(summary: dict, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dfer synth", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("synth", __doc__)
     ap.add_argument("--out", default=None, help="output folder (default: params synth.out = results/synth)")
     ap.add_argument("--datasets", nargs="+", default=None, choices=DATASETS, metavar="NAME",
                     help=f"datasets to write (default: all of {' '.join(DATASETS)})")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: synth.seed, else params seed)")
     ap.add_argument("--scale", type=float, default=None, help="multiply every item count (default: synth.scale)")
-    ap.add_argument("--params", default=None, help="params file (default: the project's params.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="params override, e.g. synth.dfew.clips=50 synth.dfew.label_noise=0.2")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_params_args(ap, set_help="params overrides, e.g. synth.dfew.clips=50 synth.dfew.label_noise=0.2")
+    add_quiet_arg(ap)
     args = ap.parse_args(argv)
 
-    from dfer.config import ConfigError, load_params
+    from dfer.config import ConfigError
 
-    params = load_params(args.params, args.set)
+    params, _ = stage_params(args)
     synth = dict(params["synth"])
     if args.scale is not None:
         synth["scale"] = args.scale

@@ -108,6 +108,24 @@ def _n(cfg: dict, key: str, scale: float, floor: int) -> int:
     return max(int(round(cfg[key] * scale)), floor)
 
 
+def _plan_labels(ds: str, cfg: dict, seed: int, emotions: list[str], min_items: int, floor: int,
+                 key: str = "clips") -> tuple[int, np.random.Generator, list[str]]:
+    """Item count (``cfg[key]`` x scale, at least ``min_items``), the dataset's seeded plan RNG and its shuffled
+    annotated labels (at least ``floor`` a class); the RNG then draws the rest of the plan in a fixed order."""
+    n = _n(cfg, key, cfg["scale"], min_items)
+    rng = item_rng(seed, ds, "plan")
+    return n, rng, annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=floor)
+
+
+def _plan_clip_labels(ds: str, cfg: dict, seed: int, per_class: int, floor: int):
+    """:func:`_plan_labels` of a video dataset (at least ``per_class`` clips a class), with its class names and
+    canonical emotions: ``(classes, emotions, n, rng, ann)``."""
+    classes = labels.classes(ds)
+    emotions = ex.dataset_emotions(ds)
+    n, rng, ann = _plan_labels(ds, cfg, seed, emotions, per_class * len(classes), floor)
+    return classes, emotions, n, rng, ann
+
+
 def _quality(rng) -> int:
     return int(rng.integers(75, 96))
 
@@ -116,11 +134,7 @@ def _quality(rng) -> int:
 def _plan_folded_clips(ds: str, cfg: dict, seed: int, id_range: int):
     """Clip count, annotated labels, 5-fold assignment and 5-digit ids (below the real dataset's id range)
     of a folded video dataset, all drawn from its seeded plan RNG in one fixed order."""
-    classes = labels.classes(ds)
-    emotions = ex.dataset_emotions(ds)
-    n = _n(cfg, "clips", cfg["scale"], FOLDS * len(classes))
-    rng = item_rng(seed, ds, "plan")
-    ann = annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=FOLDS)
+    classes, emotions, n, rng, ann = _plan_clip_labels(ds, cfg, seed, per_class=FOLDS, floor=FOLDS)
     folds = stratified_folds(rng, ann)
     ids = [f"{i:05d}" for i in sorted(rng.choice(np.arange(1, id_range), n, replace=False))]
     return classes, emotions, n, ann, folds, ids
@@ -209,11 +223,7 @@ def write_mafw(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progres
 # ------------------------------------------------------------------------------------------ FERV39K
 def write_ferv39k(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
     ds = "FERV39K"
-    classes = labels.classes(ds)
-    emotions = ex.dataset_emotions(ds)
-    n = _n(cfg, "clips", cfg["scale"], 2 * len(classes))
-    rng = item_rng(seed, ds, "plan")
-    ann = annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=3)
+    classes, emotions, n, rng, ann = _plan_clip_labels(ds, cfg, seed, per_class=2, floor=3)
     test = stratified_test(rng, ann, cfg["test_fraction"])
     scenes = list(cfg["scenes"])
     scene_of = [scenes[int(j)] for j in rng.integers(0, len(scenes), n)]
@@ -274,11 +284,7 @@ def _clip_summary(n: int, ann: list, truth: list, n_frames: int, counts: dict, c
 def write_afew(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
     """AFEW 7.0's layout: ``{Train,Val}/<Emotion>/<5-digit id>.avi`` (movie scenes: the face is not centred)."""
     ds = "AFEW"
-    classes = labels.classes(ds)
-    emotions = ex.dataset_emotions(ds)
-    n = _n(cfg, "clips", cfg["scale"], 4 * len(classes))
-    rng = item_rng(seed, ds, "plan")
-    ann = annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=4)
+    classes, emotions, n, rng, ann = _plan_clip_labels(ds, cfg, seed, per_class=4, floor=4)
     val = stratified_test(rng, ann, cfg["val_fraction"])
     ids = [f"{int(i):06d}" for i in rng.choice(np.arange(1, 999999), n, replace=False)]
     size = (int(cfg["height"]), int(cfg["width"]))
@@ -389,9 +395,7 @@ RAFDB_CODES = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "
 def write_rafdb(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
     ds = "RAF-DB"
     emotions = RAFDB_CODES
-    n = _n(cfg, "images", cfg["scale"], 4 * len(emotions))
-    rng = item_rng(seed, ds, "plan")
-    ann = annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=4)
+    n, rng, ann = _plan_labels(ds, cfg, seed, emotions, 4 * len(emotions), floor=4, key="images")
     test = stratified_test(rng, ann, cfg["test_fraction"])
     size = int(cfg["size"])
     gt_dir = tmp / "_groundtruth"
@@ -427,9 +431,7 @@ FER2013_CODES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise",
 def write_ferplus(tmp: Path, final: Path, cfg: dict, diff: dict, seed: int, progress) -> dict:
     ds = "FERPlus"
     emotions = FERPLUS_COLUMNS[:8]
-    n = _n(cfg, "images", cfg["scale"], 6 * len(emotions))
-    rng = item_rng(seed, ds, "plan")
-    truths = annotated_labels(rng, ex.PRIORS[ds], emotions, n, floor=6)
+    n, rng, truths = _plan_labels(ds, cfg, seed, emotions, 6 * len(emotions), floor=6, key="images")
     # Usage split stratified on the shown expression: 80% Training, 10% PublicTest, 10% PrivateTest.
     usage = ["Training"] * n
     test = stratified_test(rng, truths, 0.2)
