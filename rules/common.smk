@@ -8,9 +8,8 @@ from pathlib import Path
 
 import json
 
-import yaml
 
-from dfer.config import config_hash, preset_notice, resolve, stage_params
+from dfer.config import config_hash, dump_yaml, preset_notice, resolve, stage_params
 from dfer.engine.runconfig import RUN_FILES
 from dfer.workflow.claims import claims_payload, load_claims
 from dfer.workflow.restore import settle_restored_outputs
@@ -111,7 +110,7 @@ def pretrain_inputs(init):
 
 def stage_settings(stage):
     """A stage's resolved sections as the YAML text of a stage file (`dfer COMMAND --params FILE`)."""
-    return yaml.safe_dump(stage_params(PARAMS, STAGE_SECTIONS[stage]), sort_keys=False)
+    return dump_yaml(stage_params(PARAMS, STAGE_SECTIONS[stage]))
 
 
 def as_json(payload):

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from dfer.cli import command_parser
-from dfer.config import ConfigError
+from dfer.config import ConfigError, load_yaml
 
 CLAIMS_RELPATH = Path("workflow/claims.yaml")
 BOOTSTRAP = 2000
@@ -39,7 +38,7 @@ def load_claims(path: str | Path) -> list[dict]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: claim declarations not found (expected {CLAIMS_RELPATH})")
-    claims = (yaml.safe_load(p.read_text()) or {}).get("claims") or []
+    claims = (load_yaml(p.read_text()) or {}).get("claims") or []
     ids = [c.get("id") for c in claims]
     if len(set(ids)) != len(ids) or None in ids:
         raise ConfigError(f"{p}: every claim needs a unique `id`")

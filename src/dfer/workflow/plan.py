@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from dfer.cli import add_params_args, command_parser
-from dfer.config import ConfigError, config_hash, deep_merge, flatten, load_params, project_root, set_path
+from dfer.config import (ConfigError, config_hash, deep_merge, dump_yaml, flatten, load_params, load_yaml,
+                         project_root, set_path)
 from dfer.engine.runconfig import UNHASHED_KEYS, run_hash
 from dfer.io import write_json
 
@@ -139,7 +140,7 @@ def load_tables(path: str | Path | None = None) -> dict:
     if not p.is_file():
         raise ConfigError(f"{p}: table declarations not found (expected workflow/tables.yaml)")
     try:
-        return yaml.safe_load(p.read_text()) or {}
+        return load_yaml(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
 
@@ -499,7 +500,7 @@ def run_config_text(run: Run) -> str:
     """A run's config.yaml: the resolved config (workflow/schemas/run.schema.yaml) under a one-line header. Its
     content is fixed by the hash that names its folder."""
     return (f"# planned by `dfer plan`: run {run.name}, config_hash {run.hash}\n"
-            + yaml.safe_dump(run.config, sort_keys=False))
+            + dump_yaml(run.config))
 
 
 def write_run_config(run: Run, path: str | Path | None = None) -> Path:
