@@ -68,28 +68,15 @@ class I3DHead(nn.Module):
 class S2DVisionTransformer(nn.Module):
     def __init__(
         self,
-        num_classes: int = 7,
-        img_size: int = 224,
-        patch_size: int = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
+        # the ViT (ViT-B/16 by default) and the clip
+        num_classes: int = 7, img_size: int = 224, patch_size: int = 16, in_chans: int = 3,
+        embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
         num_frames: int = 16,
-        fusion: str = "mcp",
-        adapter: str = "tma",
-        hidden_dim: int = 8,
-        adapter_scale: float = 0.25,
-        adapter_heads: int = 8,
-        adapter_init: str = "official",
-        lmk_channels: int = 128,
-        lmk_grid: int = 14,
-        head_dropout: float = 0.5,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
+        # S2D's additions: landmark fusion (Table IV), temporal adapter (Table V), the landmark features' shape
+        fusion: str = "mcp", adapter: str = "tma", hidden_dim: int = 8, adapter_scale: float = 0.25,
+        adapter_heads: int = 8, adapter_init: str = "official", lmk_channels: int = 128, lmk_grid: int = 14,
+        # regularisation
+        head_dropout: float = 0.5, drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
     ):
         super().__init__()
         if fusion not in FUSIONS:
