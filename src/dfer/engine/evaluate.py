@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from dfer.cli import add_quiet_arg, command_parser
 from dfer.config import ConfigError
+from dfer.data.labels import classes as dataset_classes
 from dfer.engine.loop import Precision, build_landmarks, build_model, landmark_input, predict_views
 from dfer.engine.metrics import average_views, plot_confusion, summarize
 from dfer.models.params import count_parameters
@@ -92,13 +93,11 @@ def cross_classes(run: RunConfig, other: str) -> list[str] | None:
     columns); None when no head of the model was trained for that test set (it is then not scored)."""
     from dfer.data.annotations import IMAGE_DATASETS
 
-    from dfer.data.labels import classes
-
     if run.task == "sfer":
         return list(run.classes)
     joint = run.train["joint"]
     if joint and joint["dataset"] == other and other in IMAGE_DATASETS:
-        return classes(other)
+        return dataset_classes(other)
     return None
 
 
@@ -179,8 +178,6 @@ def evaluate(run: RunConfig, checkpoint: Path, select: str, out_json: Path,
     }
     cross = {other: src for other in run.eval_datasets if (src := cross_classes(run, other)) is not None}
     if cross:
-        from dfer.data.labels import classes as dataset_classes
-
         report["cross"] = {}
         for other, src_classes in cross.items():
             ores = score_dataset(scoring, evaluation_dataset(run, other), show=show, desc=f"test {other}")
