@@ -13,7 +13,8 @@ from dfer.config import config_hash, dump_yaml, preset_notice, resolve, stage_pa
 from dfer.engine.runconfig import RUN_FILES
 from dfer.workflow.claims import claims_payload, load_claims
 from dfer.workflow.restore import settle_restored_outputs
-from dfer.workflow.plan import build_plan, landmark_weights, load_tables, needs_alignment, run_config_text
+from dfer.data.annotations import ALIGNED_FRAMES, needs_alignment
+from dfer.workflow.plan import build_plan, landmark_weights, load_tables, run_config_text
 
 # Outputs restored by `dvc pull` / `dvc checkout` carry fresh timestamps in random order: when DVC vouches
 # they are what this pipeline makes, mark them up to date first (src/dfer/workflow/restore.py). Only in the
@@ -79,7 +80,9 @@ def detector_weights():
 
 def frames_of(dataset):
     """Aligned frames produced by the workflow (MAFW given as raw videos), else nothing to build."""
-    return [f"results/align/{dataset}"] if needs_alignment(PARAMS, dataset) else []
+    if needs_alignment(dataset, PARAMS["data"]["datasets"][dataset]):
+        return [ALIGNED_FRAMES.format(dataset=dataset)]
+    return []
 
 
 # The params sections each stage command reads (the job writes them to its settings file and passes it).

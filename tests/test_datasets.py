@@ -223,6 +223,43 @@ def test_dynamic_sampling_spans_the_whole_video():
     assert len(short) == 16 and short.max() == 4 and np.all(np.diff(short) >= 0)
 
 
+def test_time_interpolation_spreads_the_frames_from_first_to_last():
+    """NR-DFERNet's TI: the whole video resampled to num_frames, first and last frame included; the same clip in
+    training and at test; a short video repeats frames."""
+    from dfer.data.sampling import interpolated_indices
+
+    assert interpolated_indices(8, 4).tolist() == [0, 2, 5, 7]
+    assert interpolated_indices(80, 16).tolist() == [round(k * 79 / 15) for k in range(16)]
+    assert interpolated_indices(3, 5).tolist() == [0, 0, 1, 2, 2]
+
+
+def test_predict_reads_the_test_clips_of_the_run_s_sampler():
+    """`dfer predict` and the evaluation take the same frames: DS / TI one clip over the whole video, the dense
+    sampler its temporal windows."""
+    from dfer.data.sampling import dynamic_indices, interpolated_indices
+    from dfer.workflow.predict import clip_views
+
+    frames = np.repeat(np.arange(20, dtype=np.uint8)[:, None, None, None] * 10, 8, axis=1).repeat(8, axis=2)
+    frames = np.repeat(frames, 3, axis=3)                                   # frame k is grey level 10k
+    base = {"num_frames": 4, "input_size": 8, "sampling_rate": 1, "segments": 4,
+            "test_views": {"temporal": 2, "spatial": 1}}
+    expected = {"dense": test_views(20, 4, 2, 1), "interpolate": [interpolated_indices(20, 4)],
+                "dynamic": [dynamic_indices(20, 4, 1)]}
+    for sampler, clips in expected.items():
+        views = clip_views(frames, {**base, "sampler": sampler})             # [V,3,T,S,S], normalised
+        grey = views[:, 0, :, 0, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+        read = torch.round(grey * 255 / 10).long().tolist()
+        assert read == [c.tolist() for c in clips], sampler
+
+
+def test_dataset_with_time_interpolation_reads_one_view_over_the_clip(clips):
+    train = VideoClipDataset(clips, num_frames=4, input_size=32, mode="train", sampler="interpolate")
+    test = VideoClipDataset(clips, num_frames=4, input_size=32, mode="test", sampler="interpolate",
+                            test_views={"temporal": 2, "spatial": 1})
+    assert len(test) == 2 and test.views_per_sample == 1
+    assert frame_ids(test[1]["video"]) == frame_ids(train[1]["video"]) == [0, 10, 19, 29]   # 30 frames
+
+
 def test_dataset_with_dynamic_sampling_reads_one_view_over_the_clip(clips):
     ds = VideoClipDataset(clips, num_frames=16, input_size=32, mode="test", sampler="dynamic", segments=8,
                           test_views={"temporal": 2, "spatial": 1})

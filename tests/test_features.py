@@ -98,3 +98,26 @@ def test_cli_extracts_every_clip_of_all_folds(dfew, tmp_path, capsys):
     assert np.load(out / f"{ids[0]}.npy").shape == (5, 128, 14, 14)
     assert main(argv) == 0
     assert f"0 computed" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_dataset_the_workflow_aligns_is_cached_from_its_aligned_frames(tmp_path):
+    """MAFW given as raw videos: the models read the aligned crops (results/align/MAFW), so its landmark features
+    must describe those crops, not the raw video frames (whose face fills a quarter of the frame)."""
+    import cv2
+    from test_align import write_dataset
+    from dfer.config import load_params
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "MAFW"
+    clips = {f"{i:05d}": (rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8), [None] * 4, [None] * 4)
+             for i in range(1, 4)}
+    write_dataset(root, clips, test_ids={"00003"})
+    for clip_id in clips:  # what `dfer align` writes
+        folder = tmp_path / "results/align/MAFW" / clip_id
+        folder.mkdir(parents=True)
+        for k in range(4):
+            cv2.imwrite(str(folder / f"{k:05d}.png"), np.zeros((32, 32, 3), np.uint8))
+    params = load_params(ROOT / "params.yaml", [f"data.datasets.MAFW.root={root}", "data.datasets.MAFW.frames=null"])
+    samples = dataset_samples("MAFW", params, base=tmp_path)
+    assert sorted(s.id for s in samples) == sorted(clips)
+    assert all(s.kind == "frames" and s.path == tmp_path / "results/align/MAFW" / s.id for s in samples)

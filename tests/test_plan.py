@@ -58,7 +58,7 @@ def test_inference_only_cells_read_one_trained_model_and_unknown_variants_are_na
     assert cell(plan, "nr_table_1", "g (DSF + DCT)", "UAR").variant == "no_sf"
     assert cell(plan, "nr_table_1", "a (baseline)", "UAR").runs != main
     ti = plan.runs[cell(plan, "nr_table_5", "NR-DFERNet (ours, hosted; TI)", "UAR").runs[0]].config
-    assert ti["data"]["sampler"] == "dense" and plan.runs[main[0]].config["data"]["sampler"] == "dynamic"
+    assert ti["data"]["sampler"] == "interpolate" and plan.runs[main[0]].config["data"]["sampler"] == "dynamic"
     # AFEW: fine-tuned from the DFEW fold-1 run (a DAG edge), at the recipe's lower lr
     afew = plan.runs[cell(plan, "nr_table_4", "NR-DFERNet (ours, hosted; DS)", "UAR").runs[0]]
     assert afew.upstream == [main[0]] and afew.config["train"]["lr"] == 3.0e-4

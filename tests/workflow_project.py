@@ -27,6 +27,7 @@ DECLARED_FIGURES = ["fig_per_class", "fig_tsne", "fig_sdl_probs", "unilearn_fig_
 
 SHRINK = {
     "synth.scale": 0.5,
+    "synth.mafw.clips": 100,
     "presets.synthetic.train.epochs": 1,
     "presets.synthetic.methods.sfer.train.epochs": 1,
     "presets.synthetic.methods.nr_dfernet.train.epochs": 1,

@@ -51,6 +51,8 @@ DEFAULT_FRAMES = {"DFEW": "Clip/clip_224x224_16f", "MAFW": "data/frames/frames_c
                   "FERV39K": "2_ClipsforFaceCrop"}
 DEFAULT_VIDEOS = {"DFEW": "Clip/original", "MAFW": "data/clips", "AFEW": "."}   # AFEW: <root>/{Train,Val}/<Emotion>
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+# Where the workflow's `dfer align` (rules/align.smk) writes the aligned frames of a dataset given as raw videos.
+ALIGNED_FRAMES = "results/align/{dataset}"
 
 SPLIT_FILE_FIX = "check `root`, `format` and `folds` of this dataset in params.yaml (data.datasets)"
 
@@ -566,6 +568,20 @@ def load_split(dataset: str, root: str | os.PathLike, split: str, fold: int | No
     return samples
 
 
+def needs_alignment(dataset: str, entry: dict) -> bool:
+    """A dataset given as raw videos without a frames folder is aligned by the workflow (MAFW, AFEW)."""
+    return not entry["frames"] and bool(entry["videos"] or DEFAULT_VIDEOS.get(dataset))
+
+
+def with_aligned_frames(dataset: str, entry: dict) -> dict:
+    """A ``data.datasets`` entry whose items are read as the models read them: the entry itself, or for a
+    dataset the workflow aligns, the entry with ``frames`` set to the aligned frames (``ALIGNED_FRAMES``), so
+    that landmark features and training see the same face crops, not the raw videos."""
+    if not needs_alignment(dataset, entry):
+        return entry
+    return {**entry, "frames": ALIGNED_FRAMES.format(dataset=dataset)}
+
+
 def load_dataset_entry(dataset: str, entry: dict, split: str, fold: int | None = None,
                        frame_order: str | None = None, base: str | os.PathLike | None = None,
                        problems: list | None = None) -> list[Sample]:
@@ -576,9 +592,11 @@ def load_dataset_entry(dataset: str, entry: dict, split: str, fold: int | None =
     if frame_order and "frame_order" not in kw:
         kw["frame_order"] = frame_order
     root = Path(entry["root"])
-    if base is not None and not root.is_absolute():
-        root = Path(base) / root
-        for key in ("frames", "videos"):  # e.g. aligned frames under results/: relative to the project root
+    if base is not None:
+        if not root.is_absolute():
+            root = Path(base) / root
+        # e.g. aligned frames under results/: relative to the project root, wherever the dataset lives
+        for key in ("frames", "videos"):
             sub = kw.get(key)
             if sub and not os.path.isabs(sub) and not (root / sub).exists() and (Path(base) / sub).exists():
                 kw[key] = str(Path(base) / sub)

@@ -19,11 +19,13 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from dfer.data.annotations import VIDEO_DATASETS, Sample, cache_name, load_dataset_entry
 from dfer.data.clips import open_clip, read_image
 from dfer.data.errors import DataError
-from dfer.data.sampling import dynamic_indices, test_views, train_indices
+from dfer.data.sampling import dynamic_indices, interpolated_indices, test_clips, train_indices
 from dfer.data.transforms import ClipAugment, resize_frames, spatial_crops, to_normalized_tensor
 
 MODES = ("train", "test")
-SAMPLERS = ("dense", "dynamic")   # dense: the official window (TI); dynamic: NR-DFERNet's U segments x V frames (DS)
+# dense: the official S2D window; interpolate: the whole video resampled to num_frames (NR-DFERNet's TI);
+# dynamic: NR-DFERNet's U segments x V frames (DS)
+SAMPLERS = ("dense", "interpolate", "dynamic")
 FEATURE_FIX = "run `dfer extract-features` for this dataset (or set data.features: null)"
 
 
@@ -80,7 +82,7 @@ class VideoClipDataset(Dataset):
             raise ValueError(f"dynamic sampling: num_frames {num_frames} is not segments ({segments}) x frames each")
         self.sampler, self.segments = sampler, int(segments)
         views = {"temporal": 2, "spatial": 2, **(test_views or {})}
-        if sampler == "dynamic":  # one view spans the whole video
+        if sampler != "dense":  # one view spans the whole video
             views["temporal"] = 1
         self.n_temporal, self.n_spatial = (int(views["temporal"]), int(views["spatial"])) if mode == "test" \
             else (1, 1)
@@ -114,12 +116,14 @@ class VideoClipDataset(Dataset):
         return sample_index, view // self.n_spatial, view % self.n_spatial
 
     def frame_indices(self, n_frames: int, temporal_view: int = 0) -> np.ndarray:
+        if self.mode != "train":
+            return test_clips(n_frames, self.num_frames, self.sampler, self.n_temporal, self.sampling_rate,
+                              self.segments)[temporal_view]
         if self.sampler == "dynamic":
-            return dynamic_indices(n_frames, self.segments, self.num_frames // self.segments,
-                                   _item_rng() if self.mode == "train" else None)
-        if self.mode == "train":
-            return train_indices(n_frames, self.num_frames, self.sampling_rate, _item_rng())
-        return test_views(n_frames, self.num_frames, self.n_temporal, self.sampling_rate)[temporal_view]
+            return dynamic_indices(n_frames, self.segments, self.num_frames // self.segments, _item_rng())
+        if self.sampler == "interpolate":
+            return interpolated_indices(n_frames, self.num_frames)
+        return train_indices(n_frames, self.num_frames, self.sampling_rate, _item_rng())
 
     def __getitem__(self, index: int) -> dict:
         sample_index, t_view, s_view = self.view_of(index)

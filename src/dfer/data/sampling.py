@@ -54,6 +54,15 @@ def test_views(n_frames: int, num_frames: int = 16, n_temporal: int = 2,
 test_views.__test__ = False  # not a pytest test, even when imported into a test module
 
 
+def interpolated_indices(n_frames: int, num_frames: int) -> np.ndarray:
+    """Time interpolation (TI, NR-DFERNet's §4.3 baseline): the whole video resampled to ``num_frames`` frames,
+    evenly spaced from the first to the last (nearest frame; a shorter video repeats frames). The same clip in
+    training and at test. int64[num_frames]."""
+    if n_frames <= 0:
+        raise ValueError(f"cannot sample from a clip with {n_frames} frames")
+    return np.rint(np.linspace(0, n_frames - 1, num_frames)).astype(np.int64)
+
+
 def dynamic_indices(n_frames: int, segments: int, per_segment: int,
                     rng: np.random.Generator | None = None) -> np.ndarray:
     """NR-DFERNet's dynamic sampling (DS, its §3.2): the whole video cut into ``segments`` equal parts, ``per_segment``
@@ -69,3 +78,18 @@ def dynamic_indices(n_frames: int, segments: int, per_segment: int,
         start = lo + (int(rng.integers(0, room + 1)) if rng is not None else room // 2)
         out.append(np.minimum(np.arange(start, start + per_segment), min(hi, n_frames) - 1))
     return np.concatenate(out).astype(np.int64)
+
+
+def test_clips(n_frames: int, num_frames: int, sampler: str = "dense", n_temporal: int = 2,
+               sampling_rate: int = 1, segments: int = 8) -> list[np.ndarray]:
+    """The deterministic test clips of a video under a run's ``data.sampler``: ``dense``, the official
+    ``n_temporal`` windows (``test_views``); ``interpolate`` (TI) and ``dynamic`` (DS, the middle of each
+    segment), one clip over the whole video."""
+    if sampler == "dynamic":
+        return [dynamic_indices(n_frames, segments, num_frames // segments)]
+    if sampler == "interpolate":
+        return [interpolated_indices(n_frames, num_frames)]
+    return test_views(n_frames, num_frames, n_temporal, sampling_rate)
+
+
+test_clips.__test__ = False

@@ -40,13 +40,15 @@ def dataset_samples(dataset: str, params: dict | None = None, base: str | os.Pat
         -> list[Sample]:
     """Every clip/image of ``dataset`` from params.yaml: all folds and splits, each id once."""
     from dfer.config import load_params, project_root
-    from dfer.data.annotations import load_dataset_entry
+    from dfer.data.annotations import load_dataset_entry, with_aligned_frames
 
     cfg = params if params is not None else load_params()
     entries = cfg["data"]["datasets"]
     if dataset not in entries:
         raise KeyError(f"dataset {dataset!r} is not in params.yaml data.datasets ({sorted(entries)})")
-    entry = dict(entries[dataset])  # every item: a training subset does not apply here
+    # every item (a training subset does not apply here), read from the frames the models read: a dataset the
+    # workflow aligns is cached from its aligned crops, not from the raw videos
+    entry = with_aligned_frames(dataset, dict(entries[dataset]))
     base = Path(base) if base is not None else project_root()
     folds = (entry["folds"] or [1, 2, 3, 4, 5]) if dataset in FOLDED_DATASETS else [None]
     splits = ("train", "val", "test") if dataset in IMAGE_DATASETS else ("train", "test")

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from dfer.cli import add_params_args, command_parser
+from dfer.data.annotations import with_aligned_frames
 from dfer.config import (ConfigError, config_hash, deep_merge, dump_yaml, flatten, load_params, load_yaml,
                          project_root, set_path)
 from dfer.engine.runconfig import UNHASHED_KEYS, run_hash
@@ -250,8 +251,7 @@ class Planner:
             lm["weights"] = lm["weights"] or landmark_weights(p, lm["backbone"])
             if p["model"]["cache_features"] and frames_stay_put(cfg["train"]["augment"]):
                 cfg["data"]["features"] = f"results/features/{feature_dataset(p, dataset)}/{lm['backbone']}"
-        if needs_alignment(p, dataset):
-            cfg["data"]["frames"] = f"results/align/{dataset}"
+        cfg["data"]["frames"] = with_aligned_frames(dataset, p["data"]["datasets"][dataset])["frames"]
         cfg["tracking"] = copy.deepcopy(p["mlflow"])
         return cfg, upstream
 
@@ -320,14 +320,6 @@ def frames_stay_put(augment: dict) -> bool:
     on the augmented (mixed) clip every step."""
     return not (augment["hflip"] or augment["random_resized_crop"] or augment["rand_augment"]
                 or augment["mixup"] or augment["cutmix"])
-
-
-def needs_alignment(params: dict, dataset: str) -> bool:
-    """A dataset given as raw videos without a frames folder is aligned by the workflow (MAFW, AFEW)."""
-    from dfer.data.annotations import DEFAULT_VIDEOS
-
-    entry = params["data"]["datasets"][dataset]
-    return not entry["frames"] and bool(entry["videos"] or DEFAULT_VIDEOS.get(dataset))
 
 
 def _run_name(cfg: dict, default_cfg: dict, runs: dict[str, Run]) -> str:

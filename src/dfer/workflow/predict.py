@@ -84,12 +84,13 @@ def load_model(args, run: RunConfig) -> torch.nn.Module:
 def clip_views(frames: np.ndarray, data: Mapping) -> torch.Tensor:
     """``uint8[N,H,W,3]`` face frames -> normalised views ``[V,3,T,S,S]`` of the test protocol (``data``: the run
     config's data section)."""
-    from dfer.data.sampling import test_views
+    from dfer.data.sampling import test_clips
     from dfer.data.transforms import resize_frames, spatial_crops, to_normalized_tensor
 
     t, size, tv = int(data["num_frames"]), int(data["input_size"]), data["test_views"]
     views = []
-    for idx in test_views(len(frames), t, int(tv["temporal"]), int(data["sampling_rate"])):
+    for idx in test_clips(len(frames), t, data["sampler"], int(tv["temporal"]), int(data["sampling_rate"]),
+                          int(data["segments"])):
         clip = resize_frames(frames[idx], size, "square")
         for crop in spatial_crops(clip, size, int(tv["spatial"])):
             views.append(to_normalized_tensor(crop).permute(1, 0, 2, 3))
