@@ -271,7 +271,9 @@ def test_augmented_crops_keep_landmarks_on_their_pixels():
 
 def test_training_lowers_ion_and_writes_official_format(tmp_path):
     root = tmp_path / "DFEW"
-    make_dfew_like(root, n_clips=24, n_frames=4, size=80)
+    # 36 clips: at 24 (72 training frames) the net beat the mean face by 0-18 % depending on the seed (0.82-1.03 of
+    # its ION over seeds 0-2); at 36 by 38-49 % on each seed
+    make_dfew_like(root, n_clips=36, n_frames=4, size=80)
     samples = dfew_samples(root)
     from dfer.config import load_params
 
@@ -281,7 +283,7 @@ def test_training_lowers_ion_and_writes_official_format(tmp_path):
     untrained = lt.run("MobileNetV2_56", samples, {"DFEW": root}, tmp_path / "init", {**cfg, "epochs": 0},
                        progress=False)
     report = lt.run("MobileNetV2_56", samples, {"DFEW": root}, tmp_path / "out", cfg, progress=False)
-    assert report["n_train"] + report["n_test"] == 24 * 4 and report["n_test"] > 0
+    assert report["n_train"] + report["n_test"] == 36 * 4 and report["n_test"] > 0
     assert report["params"] == 3_686_904
     assert report["ion"] < 0.5 * untrained["ion"]
     assert report["ion"] < 0.8 * report["mean_shape_ion"]           # learnt more than the average face

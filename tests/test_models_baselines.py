@@ -214,6 +214,28 @@ def test_unilearn_tiny_heads_and_shapes():
     with pytest.raises(ValueError, match="task"):
         model(video, task="audio")
 
+def test_unilearn_conv_stem_keeps_the_token_grid_and_learns_an_image_batch():
+    stem = uni_tiny(num_classes=7, conv_stem=[8, 16, 32, 64])     # a YAML list, as model.kwargs gives it
+    plain = uni_tiny(num_classes=7)
+    video = clip(b=2, t=4)
+    assert stem.patch_embed(video).shape == plain.patch_embed(video).shape == (2, 2 * 4 * 4, 64)
+    assert {"patch_embed.stem.0.weight", "patch_embed.stem.1.running_mean"} <= set(stem.state_dict())
+    assert stem.patch_embed.proj.weight.shape == (64, 64, 2, 1, 1)          # 16 px = 4 stride-2 convs x 1 px
+    assert plain.patch_embed.stem is None and plain.patch_embed.proj.weight.shape == (64, 3, 2, 16, 16)
+    with pytest.raises(ValueError, match="divisible"):
+        uni_tiny(conv_stem=[8, 8, 8, 8, 8])                                 # 2^5 does not divide 16
+    image, y = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 7
+    opt = torch.optim.AdamW(stem.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss = F.cross_entropy(stem(image)[0], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
 
 def test_unilearn_paper_size_parameter_counts():
     torch.manual_seed(0)

@@ -233,13 +233,29 @@ class Block(nn.Module):
 
 
 class PatchEmbed3D(nn.Module):
-    """Conv3d tubelet embedding; images ``[B,3,H,W]`` (or T=1) are repeated to one tubelet (PadIm2Video)."""
+    """Conv3d tubelet embedding; images ``[B,3,H,W]`` (or T=1) are repeated to one tubelet (PadIm2Video).
 
-    def __init__(self, img_size: int, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int):
+    ``conv_stem`` (widths, e.g. ``(8, 16, 32, 64)``): per-frame 3x3 stride-2 convolutions + BatchNorm + ReLU
+    before the tubelet projection, which then covers the remaining ``patch / 2^len`` pixels (Xiao et al., "Early
+    Convolutions Help Transformers See Better", NeurIPS 2021). Not in UniLearn/S4D, empty by default; set
+    ``model.kwargs.conv_stem`` to use it: on the synthetic AffectNet-7 a tiny ViT with it learns from pixels where
+    the patch-linear one stays at chance (docs/calibration.md, "UniLearn").
+    """
+
+    def __init__(self, img_size: int, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int,
+                 conv_stem: tuple[int, ...] = ()):
         super().__init__()
         self.img_size, self.patch_size, self.tubelet_size = img_size, patch_size, tubelet_size
-        self.proj = nn.Conv3d(in_chans, embed_dim, (tubelet_size, patch_size, patch_size),
-                              stride=(tubelet_size, patch_size, patch_size))
+        if patch_size % 2 ** len(conv_stem):
+            raise ValueError(f"patch_size {patch_size} is not divisible by the conv stem's stride 2^{len(conv_stem)}")
+        layers, c = [], in_chans
+        for width in conv_stem:
+            layers += [nn.Conv3d(c, width, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+                       nn.BatchNorm3d(width), nn.ReLU(inplace=True)]
+            c = width
+        self.stem = nn.Sequential(*layers) if layers else None
+        p = patch_size // 2 ** len(conv_stem)
+        self.proj = nn.Conv3d(c, embed_dim, (tubelet_size, p, p), stride=(tubelet_size, p, p))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 4:
@@ -250,6 +266,8 @@ class PatchEmbed3D(nn.Module):
             raise ValueError(f"input {tuple(x.shape[-2:])} px, the model was built for {self.img_size} px")
         if x.shape[2] % self.tubelet_size:
             raise ValueError(f"T={x.shape[2]} is not a multiple of the tubelet size {self.tubelet_size}")
+        if self.stem is not None:
+            x = self.stem(x)
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
@@ -263,13 +281,14 @@ class UniLearnViT(nn.Module):
                  qkv_bias: bool = True, moe_layers: tuple[int, ...] | None = None, num_experts: int = 8,
                  top_k: int = 2, capacity_factor: float = 1.0, expert_ratio: float = 0.25, moe_kind: str = "adapter",
                  expert_skip: bool = False, eval_noise: bool = False, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, fc_drop_rate: float = 0.0):
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, fc_drop_rate: float = 0.0,
+                 conv_stem: tuple[int, ...] = ()):
         super().__init__()
         self.num_classes = num_classes
         self.num_frames, self.img_size, self.tubelet_size = num_frames, img_size, tubelet_size
         self.num_features = self.embed_dim = embed_dim
         self.moe_layers = moe_layer_indices(moe_layers, depth)
-        self.patch_embed = PatchEmbed3D(img_size, patch_size, tubelet_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed3D(img_size, patch_size, tubelet_size, in_chans, embed_dim, tuple(conv_stem))
         self.grid = img_size // patch_size
         n_pos = (num_frames // tubelet_size) * self.grid * self.grid
         self.register_buffer("pos_embed", sinusoid_table(n_pos, embed_dim), persistent=False)
