@@ -1,4 +1,5 @@
 """Sampling rules, view expansion, clip-consistent augmentation, feature cache and params wiring."""
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -270,3 +271,41 @@ def test_dataset_with_dynamic_sampling_reads_one_view_over_the_clip(clips):
     assert frame_ids(ds[1]["video"])[0] == 0 and frame_ids(ds[1]["video"])[-1] == 28
     with pytest.raises(ValueError, match="segments"):
         VideoClipDataset(clips, num_frames=12, sampler="dynamic", segments=8)
+
+
+def test_kept_training_frames_give_the_items_fresh_decoding_gives(clips, tmp_path, monkeypatch):
+    textured = tmp_path / "textured"
+    textured.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        cv2.imwrite(str(textured / f"{i}.jpg"), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    samples = [clips[0], Sample("tex", 1, textured, "frames", "DFEW", "a:1"), clips[1]]
+    images = [Sample(f"im{i}", i, textured / f"{i}.jpg", "image", "RAF-DB", f"l:{i}") for i in range(3)]
+    aug = {"hflip": True, "random_resized_crop": True, "rand_augment": "rand-m7-n4-mstd0.5-inc1",
+           "random_erasing": 0.25}
+
+    def epochs(make):
+        ds = make()
+        out = []
+        for epoch in range(2):             # the second epoch reads kept frames
+            torch.manual_seed(epoch)
+            random.seed(epoch)             # RandAugment draws from Python's and NumPy's global RNGs
+            np.random.seed(epoch)
+            out += [ds[i]["video"] for i in range(len(ds))]
+        return ds, out
+
+    videos = lambda: VideoClipDataset(samples, num_frames=8, input_size=32, mode="train", augment=aug)
+    stills = lambda: ImageDataset(images, input_size=32, mode="train", augment=aug)
+    monkeypatch.setenv("DFER_FRAME_CACHE_MB", "0")
+    fresh = [epochs(videos)[1], epochs(stills)[1]]
+    monkeypatch.setenv("DFER_FRAME_CACHE_MB", "64")
+    (vds, kept_videos), (ids, kept_images) = epochs(videos), epochs(stills)
+    for a, b in zip(fresh, [kept_videos, kept_images]):
+        assert len(a) == len(b) and [torch.equal(x, y) for x, y in zip(a, b)] == [True] * len(a)
+    # frame folders and images are kept (the mp4 is decoded every time); 32x32x3 bytes each
+    assert {p for p, _ in vds.decoded.frames} == {str(clips[0].path), str(textured)}
+    assert vds.decoded.used == len(vds.decoded.frames) * 32 * 32 * 3 and len(ids.decoded.frames) == 3
+    monkeypatch.setenv("DFER_FRAME_CACHE_MB", str(5 * 32 * 32 * 3 / 2 ** 20))   # room for 5 frames
+    small, kept_small = epochs(videos)
+    assert len(small.decoded.frames) == 5 and all(torch.equal(x, y) for x, y in zip(fresh[0], kept_small))
+    assert VideoClipDataset(samples, num_frames=8, input_size=32, mode="test").decoded is None

@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 
 from dfer.cli import add_params_args, add_quiet_arg, command_parser, stage_params
 from dfer.config import ConfigError, config_hash, deep_merge
+from dfer.data.datasets import DecodedFrames
 from dfer.engine import resume as ck
 from dfer.io import atomic_path, write_json, write_jsonl
 
@@ -183,6 +184,7 @@ class MAEImages(Dataset):
         self.samples = list(samples)
         self.size, self.scale, self.ratio = int(input_size), tuple(scale), tuple(ratio)
         self.hflip, self.train = bool(hflip), bool(train)
+        self.decoded = DecodedFrames() if self.train else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -198,6 +200,8 @@ class MAEImages(Dataset):
             clip = open_clip(sample)
             frame = int(rng.integers(len(clip))) if rng is not None else len(clip) // 2
             img = clip.get([frame])[0]
+        elif self.decoded is not None and self.decoded.active:
+            img = self.decoded.image(sample, None)     # read-only below: crops are views, resize copies
         else:
             img = read_image(sample)
         if self.train:
