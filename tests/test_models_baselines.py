@@ -30,6 +30,19 @@ def uni_tiny(**kw):
     return create_model("unilearn_tiny", **kw)
 
 
+def fit(model, x, y, steps):
+    """Cross-entropy losses of ``steps`` AdamW steps (lr 1e-3) on one batch."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x)[0], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def vit_block_params(d, hidden, q_v_bias):
     # norm1, qkv (+ q/v bias or a full qkv bias), proj, norm2, fc1, fc2
     qkv_bias = 2 * d if q_v_bias else 3 * d
@@ -225,14 +238,7 @@ def test_unilearn_conv_stem_keeps_the_token_grid_and_learns_an_image_batch():
     with pytest.raises(ValueError, match="divisible"):
         uni_tiny(conv_stem=[8, 8, 8, 8, 8])                                 # 2^5 does not divide 16
     image, y = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 7
-    opt = torch.optim.AdamW(stem.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(12):
-        loss = F.cross_entropy(stem(image)[0], y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(stem, image, y, steps=12)
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -334,15 +340,7 @@ def test_aux_loss_matches_hand_computation():
 
 def test_training_steps_reduce_loss():
     x_nr, y_nr = clip(b=4, t=8, seed=3), torch.tensor([0, 1, 2, 3])
-    model = nr_tiny()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(8):
-        loss = F.cross_entropy(model(x_nr)[0], y_nr)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(nr_tiny(), x_nr, y_nr, steps=8)
     assert losses[-1] < 0.7 * losses[0]
 
     # UniLearn joint fine-tuning: alternate homogeneous image / video batches (paper Eq. 13) + aux loss
