@@ -1,13 +1,18 @@
-"""Decode throughput of 16-frame clips: frame folders (JPEG, PNG) and H.264 mp4 (decord, PyAV).
+"""Decode throughput of 16-frame clips: frame folders (JPEG, PNG) and H.264 mp4 (decord, PyAV), and what
+keeping decoded training frames (``DFER_FRAME_CACHE_MB``) saves per epoch.
 
 Writes a small set of clips to a temporary folder, then times ``open_clip(sample).get(indices)`` for one
-training clip (16 frames, official sampling) per item, single process, single thread.
+training clip (16 frames, official sampling) per item, single process, single thread; then reads the JPEG
+clips as a training ``VideoClipDataset`` (``--input-size``) for three epochs with the frame cache off and on
+(CPU seconds per epoch: the first epoch decodes, the next ones read kept frames).
 
     .venv/bin/python benchmarks/bench_decode.py [--clips 24] [--size 224] [--video-frames 64] [--repeats 3]
+                                                [--input-size 112]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +23,7 @@ import numpy as np
 from dfer.data import video
 from dfer.data.annotations import Sample
 from dfer.data.clips import open_clip
+from dfer.data.datasets import FRAME_CACHE_ENV, VideoClipDataset
 from dfer.data.sampling import train_indices
 
 
@@ -57,12 +63,26 @@ def bench(samples: list[Sample], backend: str, repeats: int) -> float:
     return len(samples) / best
 
 
+def epoch_cpu_seconds(samples: list[Sample], input_size: int, cache_mb: str, epochs: int = 3) -> list[float]:
+    """CPU seconds of each epoch of reading ``samples`` as a training set (16 frames, no augmentation)."""
+    os.environ[FRAME_CACHE_ENV] = cache_mb
+    ds = VideoClipDataset(samples, num_frames=16, input_size=input_size, mode="train")
+    times = []
+    for _ in range(epochs):
+        start = time.process_time()
+        for i in range(len(ds)):
+            ds[i]
+        times.append(time.process_time() - start)
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--video-frames", type=int, default=64, help="frames per mp4 (random 16-frame window)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--input-size", type=int, default=112, help="training input size of the epoch timing")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,6 +94,11 @@ def main() -> None:
             backend = "pyav" if "PyAV" in name else "decord" if "decord" in name else "auto"
             rate = bench(samples, backend, args.repeats)
             print(f"{name:<28} {rate:8.1f} {rate * 16:9.0f}")
+        jpg = sets["frames .jpg (16f folder)"]
+        print(f"\ntraining epochs over the {len(jpg)} JPEG clips at {args.input_size} px (CPU s per epoch)")
+        for label, mb in (("decoded every epoch", "0"), ("frames kept", "1024")):
+            times = epoch_cpu_seconds(jpg, args.input_size, mb)
+            print(f"{label:<28} " + "  ".join(f"{t:6.3f}" for t in times))
 
 
 if __name__ == "__main__":
