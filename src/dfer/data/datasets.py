@@ -67,8 +67,10 @@ class DecodedFrames:
     """Decoded, resized training frames kept across epochs, up to a memory budget (``DFER_FRAME_CACHE_MB``,
     default 1024 per dataset; 0 turns it off).
 
-    A synthetic training run decoded the same JPEGs every epoch: 15-30 % of its time. Decoding and resizing are
-    deterministic, so a kept frame equals a freshly decoded one and no result changes (``tests/test_datasets.py``).
+    A training run decoded the same JPEGs every epoch: about half of its data-loading CPU (60 % for 224-px frames
+    read at 112 px, ``benchmarks/bench_decode.py``; ~4-5 % of a synthetic run's epoch, where the model dominates).
+    Decoding and resizing are deterministic, so a kept frame equals a freshly decoded one and no result changes
+    (``tests/test_datasets.py``).
     Only the main process keeps frames: DataLoader workers (``num_workers > 0``, the paper preset) are re-created
     every epoch and would each hold a copy. Frames past the budget are decoded as before, never evicted."""
 
@@ -93,7 +95,7 @@ class DecodedFrames:
         missing = [i for i in dict.fromkeys(int(i) for i in indices) if (path, i) not in self.frames]
         decoded = {}
         if missing:
-            clip = clip or open_clip(sample)
+            clip = open_clip(sample) if clip is None else clip
             decoded = dict(zip(missing, clip.get(missing, size=size)))
             for i, frame in decoded.items():
                 self.keep((path, i), frame)
