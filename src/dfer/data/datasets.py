@@ -68,7 +68,7 @@ class DecodedFrames:
     default 1024 per dataset; 0 turns it off).
 
     A training run decoded the same JPEGs every epoch: about half of its data-loading CPU (60 % for 224-px frames
-    read at 112 px, ``benchmarks/bench_decode.py``; ~4-5 % of a synthetic run's epoch, where the model dominates).
+    read at 112 px, ``benchmarks/bench_decode.py``), 8-10 % of a synthetic training run's wall time.
     Decoding and resizing are deterministic, so a kept frame equals a freshly decoded one and no result changes
     (``tests/test_datasets.py``).
     Only the main process keeps frames: DataLoader workers (``num_workers > 0``, the paper preset) are re-created
