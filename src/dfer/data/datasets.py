@@ -86,12 +86,19 @@ class DecodedFrames:
 
     def keep(self, key: tuple[str, object], frame: np.ndarray) -> None:
         if self.used + frame.nbytes <= self.budget:
+            frame.flags.writeable = False          # a kept frame is shared by every later epoch
             self.frames[key] = frame
             self.used += frame.nbytes
 
-    def clip_frames(self, sample: Sample, indices: Sequence[int], size: tuple[int, int], clip=None) -> np.ndarray:
-        """``uint8[T,H,W,3]`` frames ``indices`` of a frame-folder clip, decoding only those not kept yet."""
+    def clip_frames(self, sample: Sample, pick, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(uint8[T,H,W,3] frames, indices)`` of a frame-folder clip, ``indices = pick(number of frames)``;
+        the folder is listed once and only frames not kept yet are decoded."""
         path = str(sample.path)
+        clip = None
+        if path not in self.lengths:
+            clip = open_clip(sample)
+            self.lengths[path] = len(clip)
+        indices = pick(self.lengths[path])
         missing = [i for i in dict.fromkeys(int(i) for i in indices) if (path, i) not in self.frames]
         decoded = {}
         if missing:
@@ -99,7 +106,8 @@ class DecodedFrames:
             decoded = dict(zip(missing, clip.get(missing, size=size)))
             for i, frame in decoded.items():
                 self.keep((path, i), frame)
-        return np.stack([decoded[i] if i in decoded else self.frames[(path, i)] for i in map(int, indices)])
+        frames = np.stack([decoded[i] if i in decoded else self.frames[(path, i)] for i in map(int, indices)])
+        return frames, indices
 
     def image(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
         key = (str(sample.path), sample.id)
@@ -182,13 +190,7 @@ class VideoClipDataset(Dataset):
         sample = self.samples[sample_index]
         size = (self.input_size, self.input_size) if self.resize == "square" else None
         if self.decoded is not None and self.decoded.active and sample.kind == "frames":
-            path = str(sample.path)
-            clip = None
-            if path not in self.decoded.lengths:
-                clip = open_clip(sample, backend=self.backend)
-                self.decoded.lengths[path] = len(clip)
-            indices = self.frame_indices(self.decoded.lengths[path], t_view)
-            frames = self.decoded.clip_frames(sample, indices, size, clip)
+            frames, indices = self.decoded.clip_frames(sample, lambda n: self.frame_indices(n, t_view), size)
         else:
             clip = open_clip(sample, backend=self.backend)
             indices = self.frame_indices(len(clip), t_view)
@@ -237,7 +239,7 @@ class ImageDataset(Dataset):
         sample = self.samples[index]
         size = (self.input_size, self.input_size)
         if self.decoded is not None and self.decoded.active:
-            frames = self.decoded.image(sample, size)[None].copy()     # augmentation may write into it
+            frames = self.decoded.image(sample, size)[None].copy()     # kept read-only; augmentation may write
         else:
             frames = read_image(sample, size)[None]
         if self.mode == "train":
