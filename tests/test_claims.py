@@ -98,3 +98,16 @@ def test_a_claim_on_cells_the_preset_does_not_run_says_so(tmp_path):
     assert rec["paper"] == pytest.approx(41.28 - 33.17)
     md = render_markdown([rec], payload["provenance"])
     assert "0 reversed, 1 not run in this preset.**" in md and "not run: the ablations run on DFEW" in md
+
+
+def test_a_claim_the_preset_reads_on_another_dataset_says_where(tmp_path):
+    # The synthetic preset reads UniLearn's FERV39K ablations on DFEW fold 1 (params.yaml tables.read_on).
+    payload = claims_payload(build_plan(load_params(ROOT / "params.yaml"), TABLES), CLAIMS)
+    one, better, worse = _claim_runs(payload, "unilearn_pretraining_helps")
+    assert {(payload["runs"][h]["dataset"], payload["runs"][h]["fold"]) for h in better + worse} == {("DFEW", 1)}
+    labels = np.random.default_rng(2).integers(0, 7, 150)
+    for h in better + worse:
+        _write_run(tmp_path, payload["runs"][h], labels, labels if h in better else (labels + 1) % 7)
+    [rec] = score(one, tmp_path, replicates=100)
+    assert rec["verdict"] == "reproduced" and rec["comparison"].endswith("(read on DFEW instead of FERV39K)")
+    assert "(read on DFEW instead of FERV39K)" in render_markdown([rec], payload["provenance"])

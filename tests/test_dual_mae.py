@@ -128,6 +128,23 @@ def test_stage_pretrains_on_images_and_clips_and_the_unilearn_model_loads_it(med
     assert batches.batches() != order
 
 
+def test_the_synthetic_presets_conv_stem_encoder_pretrains_and_loads_at_another_size(media, tmp_path):
+    """The synthetic preset pre-trains ``unilearn_tiny_convstem`` at one size and fine-tunes it at another: the
+    stem (convolutions and BatchNorm statistics) and the blocks load; the positions are a fixed sinusoid table."""
+    from dfer.pretrain.stage import pretrain_mae
+
+    pretrain_mae(_dual_settings(media, model="unilearn_tiny_convstem", epochs=1), tmp_path / "run", show=False)
+    ckpt = torch.load(tmp_path / "run" / "model.pt", map_location="cpu", weights_only=True)
+    model = create_model("unilearn_tiny_convstem", img_size=32, num_frames=2)
+    report = load_unilearn_pretrained(model, tmp_path / "run" / "model.pt", verbose=False)
+    own = model.state_dict()
+    stem = [k for k in ckpt["model"] if k.startswith("encoder.patch_embed.stem.")]
+    assert any(k.endswith("running_mean") for k in stem)
+    for k in stem + ["encoder.patch_embed.proj.weight", "encoder.blocks.3.mlp.fc2.weight"]:
+        assert k[len("encoder."):] in report.loaded and torch.equal(own[k[len("encoder."):]], ckpt["model"][k]), k
+    assert model(torch.randn(2, 3, 2, 32, 32))[0].shape == (2, 7)
+
+
 def test_video_only_and_image_only_pretraining_and_bad_sources(media, tmp_path):
     from dfer.config import ConfigError
     from dfer.pretrain.stage import pretrain_mae

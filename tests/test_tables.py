@@ -32,8 +32,9 @@ def write_eval(root, run, payload):
 
 
 def own_params(*overrides: str) -> dict:
-    """The project's params for this file's own table declarations (the preset's not_run names the real tables)."""
-    return load_params(ROOT / "params.yaml", ["tables.not_run=[]", *overrides])
+    """The project's params for this file's own table declarations (the preset's not_run and read_on name the real
+    tables)."""
+    return load_params(ROOT / "params.yaml", ["tables.not_run=[]", "tables.read_on=[]", *overrides])
 
 
 def test_render_table_from_fabricated_runs(tmp_path):
@@ -207,6 +208,27 @@ def test_a_not_run_entry_that_selects_nothing_is_an_error():
 
     with pytest.raises(ConfigError, match=r"tables.not_run\[0\].*selects no cell"):
         build_plan(own_params("tables.not_run=[{tables: [table_t], row: no such row, reason: typo}]"), TABLES)
+
+
+def test_cells_a_preset_reads_on_another_dataset_train_there_and_the_table_says_so(tmp_path):
+    params = own_params("tables.main_folds=[1,2]",
+                        "tables.read_on=[{tables: [table_t], dataset: DFEW, instead: MAFW, reason: too few clips}]")
+    plan = build_plan(params, TABLES)
+    moved = [c for c in plan.cells["table_t"] if c.column.startswith("DFEW") and c.metric]
+    assert moved and all(c.dataset == "MAFW" and len(c.runs) == 1 for c in moved)   # MAFW's ablation fold
+    assert {(plan.runs[h].config["dataset"], plan.runs[h].config["fold"]) for c in moved for h in c.runs} == {("MAFW", 1)}
+    sfer = next(c for c in plan.cells["table_t"] if c.column == "FERPlus from RAF-DB" and c.metric)
+    assert plan.runs[sfer.runs[0]].config["dataset"] == "RAF-DB"        # cells on other datasets stay
+    md, _, _ = render_table(plan.table_payload("table_t"), tmp_path / "tables", tmp_path)
+    assert "> Note: In preset `synthetic` the DFEW cells are read on MAFW fold 1: too few clips" in md.read_text()
+
+
+def test_a_read_on_entry_that_selects_nothing_is_an_error():
+    from dfer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tables.read_on\[0\].*selects no cell"):
+        build_plan(own_params("tables.read_on=[{tables: [table_t], dataset: FERV39K, instead: DFEW, reason: x}]"),
+                   TABLES)
 
 
 def test_unilearn_table3_reads_active_and_total_parameters_and_fig_3a_draws_a_curve(tmp_path):

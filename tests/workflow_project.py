@@ -34,7 +34,7 @@ SHRINK = {
     "presets.synthetic.recipes.official.s2d.MAFW.train.epochs": 1,
     "presets.synthetic.recipes.official.s2d.FERV39K.train.epochs": 1,
     "presets.synthetic.recipes.official.nr_dfernet.AFEW.train.epochs": 1,
-    "presets.synthetic.recipes.official.unilearn.MAFW.train.epochs": 1,
+    "presets.synthetic.methods.unilearn.train.epochs": 1,
     "presets.synthetic.train.warmup_epochs": 0,
     "presets.synthetic.landmarks.train.epochs": 1,
     "presets.synthetic.landmarks.train.max_train_frames": 32,

@@ -72,7 +72,8 @@ def claims_payload(plan, claims: list[dict]) -> dict:
                 terms.append({"side": side, "sign": sign * float(t.get("sign", 1)), "row": cell.row,
                               "column": cell.column,
                               "block": cell.block, "metric": cell.metric, "dataset": cell.dataset,
-                              "variant": cell.variant, "paper": cell.paper, "runs": cell.runs})
+                              "variant": cell.variant, "paper": cell.paper, "runs": cell.runs,
+                              "instead_of": cell.instead_of})
                 for h in cell.runs:
                     r = plan.runs[h]
                     runs[h] = {"output_dir": r.output_dir, "dataset": r.config["dataset"], "fold": r.config["fold"],
@@ -243,7 +244,8 @@ def _comparison(terms: list[dict]) -> str:
         return " ".join(("" if i == 0 and t["sign"] * sign > 0 else "+ " if t["sign"] * sign > 0 else "− ")
                         + f"{t['row']} / {t['column']}" for i, t in enumerate(own))
 
-    return f"{side('better')} vs {side('worse')}"
+    moved = dict.fromkeys(f"{t['dataset']} instead of {t['instead_of']}" for t in terms if t.get("instead_of"))
+    return f"{side('better')} vs {side('worse')}" + (f" (read on {', '.join(moved)})" if moved else "")
 
 
 # ---- rendering ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -122,7 +123,10 @@ def draw(payload: dict, out: str | Path, root: str | Path = ".", kind: str | Non
     else:
         raise ConfigError(f"unknown figure kind {kind!r} (per_class_bars | tsne | prob_dist | metric_curve)")
     fig.suptitle(payload.get("title", ""))
-    fig.tight_layout()
+    note = textwrap.wrap(payload.get("note") or "", 110)
+    if note:  # e.g. the dataset the preset reads instead (params.yaml tables.read_on)
+        fig.text(0.5, 0.01, "\n".join(note), ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03 * len(note), 1, 1))
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)

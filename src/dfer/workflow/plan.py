@@ -63,6 +63,7 @@ class Cell:
     paper: float | None = None
     not_run: str | None = None   # why this preset leaves the cell out (params.yaml tables.not_run)
     variant: str | None = None   # an inference-only variant of the runs' evaluation (evaluate.variants)
+    instead_of: str | None = None  # the table's dataset when the preset reads the cell on another (tables.read_on)
 
 
 @dataclass
@@ -166,6 +167,7 @@ class Planner:
         self.params = params
         self.runs: dict[str, Run] = {}
         self.not_run_used: set[int] = set()  # indices of tables.not_run entries that selected a cell
+        self.read_on_used: dict[str, set[int]] = {}  # table id -> indices of the tables.read_on entries it used
 
     # -- folds -------------------------------------------------------------------------------------------
     def folds(self, dataset: str, which: str | None) -> list[int | None]:
@@ -406,6 +408,8 @@ def build_plan(params: dict, tables: dict) -> Plan:
                 out.append(_plan_cell(planner, fid, panel or "", series, {"label": series["label"]}, spec, None))
         cells[fid] = out
     _check_not_run(planner)
+    for tid, note in _read_on_notes(planner).items():
+        notes[tid] = f"{notes[tid]} {note}" if tid in notes else note
     for tid, tcells in cells.items():
         for c in tcells:
             for h in c.runs:
@@ -428,6 +432,9 @@ def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spe
     if not spec:
         return cell  # a method we only cite
     cell.metric = spec.get("metric", "war")
+    moved = _read_on(planner, tid, spec)
+    if moved is not spec:
+        cell.instead_of, spec = spec["dataset"], moved
     cell.not_run = _not_run_reason(planner, cell, spec)
     if cell.not_run:
         cell.dataset = _cell_dataset(spec)
@@ -459,6 +466,36 @@ def _not_run_reason(planner: Planner, cell: Cell, spec: dict) -> str | None:
             planner.not_run_used.add(i)
             return entry["reason"]
     return None
+
+
+def _read_on(planner: Planner, tid: str, spec: dict) -> dict:
+    """The cell's spec moved to the dataset of the first params.yaml ``tables.read_on`` entry selecting it."""
+    for i, entry in enumerate(planner.params["tables"]["read_on"]):
+        if tid in entry["tables"] and spec.get("dataset") == entry["dataset"]:
+            planner.read_on_used.setdefault(tid, set()).add(i)
+            return {**spec, "dataset": entry["instead"], "folds": entry.get("folds", "ablation")}
+    return spec
+
+
+def _read_on_notes(planner: Planner) -> dict[str, str]:
+    """Table id -> what its preset reads instead, and why (printed under the table's title)."""
+    entries = planner.params["tables"]["read_on"]
+    used = set().union(*planner.read_on_used.values()) if planner.read_on_used else set()
+    for i, entry in enumerate(entries):
+        if i not in used:
+            raise ConfigError(f"params.yaml tables.read_on[{i}] (tables {entry['tables']}, dataset "
+                              f"{entry['dataset']!r}) selects no cell of workflow/tables.yaml; check the table ids")
+    notes = {}
+    for tid, idx in planner.read_on_used.items():
+        parts = []
+        for i in sorted(idx):
+            e = entries[i]
+            folds = planner.folds(e["instead"], e.get("folds", "ablation"))
+            where = e["instead"] + (f" fold {', '.join(map(str, folds))}" if folds != [None] else "")
+            parts.append(f"In preset `{planner.params['preset']}` the {e['dataset']} cells are read on {where}: "
+                         f"{e['reason']}")
+        notes[tid] = " ".join(parts)
+    return notes
 
 
 def _check_not_run(planner: Planner) -> None:
