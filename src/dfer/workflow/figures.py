@@ -122,7 +122,7 @@ def draw(payload: dict, out: str | Path, root: str | Path = ".", kind: str | Non
         ax.legend()
     else:
         raise ConfigError(f"unknown figure kind {kind!r} (per_class_bars | tsne | prob_dist | metric_curve)")
-    fig.suptitle(payload.get("title", ""))
+    fig.suptitle("\n".join(textwrap.wrap(payload.get("title", ""), 70)))   # the 6-inch figures clip a long title
     note = textwrap.wrap(payload.get("note") or "", 110)
     if note:  # e.g. the dataset the preset reads instead (params.yaml tables.read_on)
         fig.text(0.5, 0.01, "\n".join(note), ha="center", va="bottom", fontsize=7)
