@@ -480,7 +480,7 @@ def _read_on(planner: Planner, tid: str, spec: dict) -> dict:
 def _read_on_notes(planner: Planner) -> dict[str, str]:
     """Table id -> what its preset reads instead, and why (printed under the table's title)."""
     entries = planner.params["tables"]["read_on"]
-    used = set().union(*planner.read_on_used.values()) if planner.read_on_used else set()
+    used = set().union(*planner.read_on_used.values())
     for i, entry in enumerate(entries):
         if i not in used:
             raise ConfigError(f"params.yaml tables.read_on[{i}] (tables {entry['tables']}, dataset "
