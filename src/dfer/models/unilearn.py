@@ -451,6 +451,4 @@ def unilearn_tiny_convstem(num_classes: int = 7, pretrained: str | None = None, 
     """``unilearn_tiny`` with a conv stem (8, 16, 32, 64) before its tubelet projection: the synthetic preset's
     UniLearn. Not in UniLearn/S4D: on the synthetic benchmark the patch-linear tiny ViT stays at chance and this
     one learns from pixels (docs/calibration.md, "UniLearn")."""
-    cfg = dict(img_size=64, patch_size=16, num_frames=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=4.0,
-               num_experts=8, top_k=2, conv_stem=(8, 16, 32, 64))
-    return _create(num_classes, cfg, kwargs, pretrained)
+    return unilearn_tiny(num_classes, pretrained, **{"conv_stem": (8, 16, 32, 64), **kwargs})

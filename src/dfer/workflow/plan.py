@@ -407,7 +407,7 @@ def build_plan(params: dict, tables: dict) -> Plan:
                 spec.setdefault("metric", "uar")
                 out.append(_plan_cell(planner, fid, panel or "", series, {"label": series["label"]}, spec, None))
         cells[fid] = out
-    _check_not_run(planner)
+    _check_every_entry_selects(planner, "not_run", planner.not_run_used)
     for tid, note in _read_on_notes(planner).items():
         notes[tid] = f"{notes[tid]} {note}" if tid in notes else note
     for tid, tcells in cells.items():
@@ -480,11 +480,7 @@ def _read_on(planner: Planner, tid: str, spec: dict) -> dict:
 def _read_on_notes(planner: Planner) -> dict[str, str]:
     """Table id -> what its preset reads instead, and why (printed under the table's title)."""
     entries = planner.params["tables"]["read_on"]
-    used = set().union(*planner.read_on_used.values())
-    for i, entry in enumerate(entries):
-        if i not in used:
-            raise ConfigError(f"params.yaml tables.read_on[{i}] (tables {entry['tables']}, dataset "
-                              f"{entry['dataset']!r}) selects no cell of workflow/tables.yaml; check the table ids")
+    _check_every_entry_selects(planner, "read_on", set().union(*planner.read_on_used.values()))
     notes = {}
     for tid, idx in planner.read_on_used.items():
         parts = []
@@ -498,12 +494,12 @@ def _read_on_notes(planner: Planner) -> dict[str, str]:
     return notes
 
 
-def _check_not_run(planner: Planner) -> None:
-    """A tables.not_run entry that selects no cell is a typo, not a choice."""
-    for i, entry in enumerate(planner.params["tables"]["not_run"]):
-        if i not in planner.not_run_used:
+def _check_every_entry_selects(planner: Planner, kind: str, used: set[int]) -> None:
+    """A params.yaml ``tables.<kind>`` entry (not_run, read_on) that selects no cell is a typo, not a choice."""
+    for i, entry in enumerate(planner.params["tables"][kind]):
+        if i not in used:
             sel = {k: v for k, v in entry.items() if k != "reason"}
-            raise ConfigError(f"params.yaml tables.not_run[{i}] {sel} selects no cell of workflow/tables.yaml; "
+            raise ConfigError(f"params.yaml tables.{kind}[{i}] {sel} selects no cell of workflow/tables.yaml; "
                               "check the table ids and the row / column labels")
 
 
