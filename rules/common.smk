@@ -32,8 +32,9 @@ if workflow.is_main_process:
 PARAMS = resolve(config, workflow.config_settings.overwrite_config)
 if workflow.is_main_process:
     print(preset_notice(PARAMS), file=sys.stderr)
-PLAN = build_plan(PARAMS, load_tables("workflow/tables.yaml"))
-CLAIMS = claims_payload(PLAN, load_claims("workflow/claims.yaml"))
+_CLAIM_DECLARATIONS = load_claims("workflow/claims.yaml")
+PLAN = build_plan(PARAMS, load_tables("workflow/tables.yaml"), _CLAIM_DECLARATIONS)   # claims add their seeds
+CLAIMS = claims_payload(PLAN, _CLAIM_DECLARATIONS)
 RUNS = PLAN.runs
 TABLES = PLAN.tables  # S2D's table_1..table_10, NR-DFERNet's nr_table_*, UniLearn's unilearn_table_*
 FIGURES = PLAN.figures

@@ -1,5 +1,5 @@
 """The claims scorecard: every declared claim resolves to runs; verdicts follow a paired bootstrap over test
-items (reproduced / reversed only when the interval excludes 0)."""
+items and training seeds (reproduced / reversed only when the interval excludes 0)."""
 import csv
 import json
 from pathlib import Path
@@ -67,6 +67,30 @@ def test_verdicts_follow_a_paired_bootstrap(tmp_path, gap, verdict):
         assert abs(rec["ours"]) < 6 and rec["low"] < 0 < rec["high"]
     else:
         assert rec["ours"] == pytest.approx(100 * gap, abs=6)
+
+
+@pytest.mark.parametrize("seed_1_gap, verdict", [(0.25, "reproduced"), (-0.25, "inconclusive")])
+def test_the_interval_resamples_training_seeds(tmp_path, seed_1_gap, verdict):
+    """With tables.claim_seeds each compared run trains per seed: a gap that one seed shows and the other reverses
+    is training noise, not a finding, although each seed alone is far beyond its test-set noise."""
+    plan = build_plan(load_params(ROOT / "params.yaml"), TABLES, CLAIMS)
+    payload = claims_payload(plan, CLAIMS)
+    one, better, worse = _claim_runs(payload, "mcp_beats_no_fusion_dfer")
+    assert sorted(payload["runs"][h]["seed"] for h in better) == [0, 1]
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 400)
+    wrong = (labels + 1) % 7
+    for h in better + worse:
+        gap = 0.25 if payload["runs"][h]["seed"] == 0 else seed_1_gap
+        acc = 0.5 + max(gap, 0) if h in better else 0.5 + max(-gap, 0)
+        _write_run(tmp_path, payload["runs"][h], labels, np.where(rng.random(400) < acc, labels, wrong))
+    [rec] = score(one, tmp_path, replicates=500)
+    assert rec["verdict"] == verdict
+    assert rec["per_seed"]["0"] == pytest.approx(25, abs=6)
+    assert rec["per_seed"]["1"] == pytest.approx(100 * seed_1_gap, abs=6)
+    assert rec["ours"] == pytest.approx((rec["per_seed"]["0"] + rec["per_seed"]["1"]) / 2)
+    md = render_markdown([rec], payload["provenance"])
+    assert "over the 2 training seeds" in md and "seed 1: " in md
 
 
 def test_the_command_writes_the_scorecard(tmp_path, capsys):

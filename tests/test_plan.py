@@ -11,14 +11,17 @@ import yaml
 
 from dfer.config import ConfigError, load_params
 from dfer.workflow import plan as planmod
+from dfer.workflow.claims import CLAIMS_RELPATH, claim_cells, load_claims
 from dfer.workflow.plan import build_plan, load_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = load_tables(ROOT / "workflow/tables.yaml")
+CLAIMS = load_claims(ROOT / CLAIMS_RELPATH)
 
 
 def make_plan(overrides=None):
-    return build_plan(load_params(ROOT / "params.yaml", overrides), TABLES)
+    """The plan the workflow runs: params.yaml (+ overrides), the tables and the claims (their seeds)."""
+    return build_plan(load_params(ROOT / "params.yaml", overrides), TABLES, CLAIMS)
 
 
 def cell(plan, table, row, column):
@@ -45,6 +48,33 @@ def test_full_s2d_on_dfew_fold1_is_one_run_shared_by_tables_2_to_7():
     up = plan.runs[run.upstream[0]]
     assert run.config["model"]["init"] == f"results/runs/{up.hash}/model.pt"
     assert up.config["task"] == "sfer" and up.config["dataset"] == "AffectNet-7"
+
+
+def test_every_run_a_claim_compares_trains_once_per_claim_seed():
+    """tables.claim_seeds: the synthetic preset trains each compared run with seeds 0 and 1; a cell showing such a
+    run anywhere gets both seeds on each of its folds; the paper preset trains each run once."""
+    plan = make_plan()
+    unseeded = build_plan(load_params(ROOT / "params.yaml"), TABLES)   # no claims: every cell one run per fold
+    compared = [c for claim in CLAIMS for c in claim_cells(plan.cells, claim)]
+    for c in compared:
+        runs = [plan.runs[h].config for h in c.runs]
+        assert sorted((r["fold"] or 0, r["seed"]) for r in runs) == sorted(
+            (f or 0, s) for f in {r["fold"] for r in runs} for s in (0, 1)), (c.table, c.row, c.column)
+    tma = cell(plan, "table_5", "Temporal-Modeling Adapter", "DFEW UAR")
+    base, seeded = (plan.runs[h] for h in tma.runs)
+    assert base.hash == cell(unseeded, "table_5", "Temporal-Modeling Adapter", "DFEW UAR").runs[0]  # seed 0 as before
+    differs = {k for k in base.config if base.config[k] != seeded.config[k]}
+    assert differs == {"name", "output_dir", "seed"} and seeded.name == "s2d/DFEW/fold1+seed=1"
+    assert seeded.upstream == base.upstream   # the seed is the compared run's, not its init's
+    # the same run in Table VII's S2D row and in Table IX's fold mean, with both seeds of both folds there
+    assert cell(plan, "table_7", "+MCP +TMA +SDL (S2D)", "DFEW UAR").runs == tma.runs
+    main = [plan.runs[h].config for h in cell(plan, "table_9", "S2D (ours) *", "DFEW UAR").runs]
+    assert sorted((r["fold"], r["seed"]) for r in main) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    # a cell no claim compares is one run
+    assert len(cell(plan, "table_3", "PFLD", "DFEW UAR").runs) == 1
+    paper = make_plan(["preset=paper"])
+    assert all(r.config["seed"] == 0 for r in paper.runs.values())
+    assert len(paper.runs) == len(build_plan(load_params(ROOT / "params.yaml", ["preset=paper"]), TABLES).runs)
 
 
 def test_inference_only_cells_read_one_trained_model_and_unknown_variants_are_named():
@@ -86,7 +116,7 @@ def test_run_configs_follow_the_architecture_contract():
 
 
 def test_ablation_cells_use_fold1_and_main_cells_every_configured_fold():
-    plan = make_plan(["tables.main_folds=[1,2,3,4,5]"])
+    plan = make_plan(["tables.main_folds=[1,2,3,4,5]", "tables.claim_seeds=null"])   # one run per fold
     main = cell(plan, "table_9", "S2D (ours) *", "DFEW WAR")
     assert [plan.runs[h].config["fold"] for h in main.runs] == [1, 2, 3, 4, 5]
     ferv = cell(plan, "table_9", "S2D (ours) *", "FERV39K WAR")

@@ -64,7 +64,7 @@ def test_render_table_from_fabricated_runs(tmp_path):
     rows = list(reader)
     fear = next(r for r in rows if r["row"] == "ours" and r["column"] == "DFEW Fear")
     assert float(fear["ours"]) == pytest.approx(statistics.fmean(u / 2 for u in uars), abs=1e-4)
-    assert int(fear["n_folds"]) == 3 and float(fear["diff"]) == pytest.approx(float(fear["ours"]) - 30.0, abs=1e-3)
+    assert int(fear["n_runs"]) == 3 and float(fear["diff"]) == pytest.approx(float(fear["ours"]) - 30.0, abs=1e-3)
     assert float(fear["spread"]) == pytest.approx(statistics.stdev(u / 2 for u in uars), abs=1e-4)
     assert len(fear["runs"].split()) == 3
 

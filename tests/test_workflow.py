@@ -44,7 +44,7 @@ def test_dvc_repro_renders_every_table_and_figure_from_runs(reproduced):
         assert png.stat().st_size > 10_000, figure
     # Main results: the fold spread is shown where a cell has several folds.
     main = list(csv.DictReader(io.StringIO((proj / "results/tables/table_9.csv").read_text())))
-    assert any(r["n_folds"] == "2" and r["spread"] != "" for r in main)
+    assert any(r["n_runs"] == "2" and r["spread"] != "" for r in main)
 
 
 def test_each_unique_run_trains_exactly_once(reproduced):

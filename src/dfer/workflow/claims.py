@@ -3,12 +3,14 @@
 Each claim of ``workflow/claims.yaml`` compares table cells (``workflow/tables.yaml``): the statistic is
 ``sum(better) - sum(worse)`` of cell values (a term may carry ``sign: -1``, e.g. a cross-dataset drop). The
 paper's size is that statistic on the paper's numbers; ours is the same on our cells (each the mean over its
-folds, as in the tables). Its spread is a 95% interval from a paired bootstrap over test items: every test set
+folds and seeds, as in the tables). Its spread is a 95% interval from a paired bootstrap: every test set
 (dataset, fold) is resampled once per replicate and every run evaluated on it is scored on the same resample,
-so two runs on the same test set are compared item by item. Verdict: **reproduced** when the interval lies on
-the paper's side of 0, **reversed** when it lies on the other side, **inconclusive** when it contains 0. The
-interval measures test-set sampling noise (per fold, averaged over the cell's folds); it does not contain
-training-seed noise, which the per-fold differences printed beside it show where a cell has several folds.
+so two runs on the same test set are compared item by item. Where the compared runs are trained with several
+seeds (params.yaml ``tables.claim_seeds``), each replicate also resamples the seeds, one draw shared by every
+cell of the claim, so that the interval holds training noise as well as test-set noise; with one seed per run
+it holds test-set noise only (the per-fold differences beside it show how much the training moves a
+difference). Verdict: **reproduced** when the interval lies on the paper's side of 0, **reversed** when it
+lies on the other side, **inconclusive** when it contains 0.
 
 ``dfer claims --plan results/plan/claims.json`` writes ``results/tables/claims.{md,csv}`` and logs them on the
 MLflow parent run ``claims``; the same scorecard runs on real data in the paper preset.
@@ -63,7 +65,7 @@ def claims_payload(plan, claims: list[dict]) -> dict:
         terms, not_run = [], None
         for side, sign in (("better", 1.0), ("worse", -1.0)):
             for t in _terms(claim, side):
-                cell = _find_cell(plan, claim, t)
+                cell = _find_cell(plan.cells, claim, t)
                 if cell.not_run:
                     not_run = not_run or cell.not_run
                 elif not cell.runs:
@@ -77,7 +79,7 @@ def claims_payload(plan, claims: list[dict]) -> dict:
                 for h in cell.runs:
                     r = plan.runs[h]
                     runs[h] = {"output_dir": r.output_dir, "dataset": r.config["dataset"], "fold": r.config["fold"],
-                               "name": r.name, "tables": r.tables}
+                               "seed": r.config["seed"], "name": r.name, "tables": r.tables}
         entry = {"id": claim["id"], "says": claim.get("says", ""), "table": table, "terms": terms,
                  **({"not_run": not_run} if not_run else {})}
         if "paper_from" in claim:
@@ -92,7 +94,7 @@ def _paper_from(plan, claim: dict) -> float:
     value = 0.0
     for side, sign in (("better", 1.0), ("worse", -1.0)):
         for t in _terms(claim["paper_from"] | {"id": claim["id"]}, side):
-            cell = _find_cell(plan, claim, t)
+            cell = _find_cell(plan.cells, claim, t)
             if cell.paper is None:
                 raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r}: paper_from cell {t} has no reported "
                                   "number")
@@ -100,8 +102,15 @@ def _paper_from(plan, claim: dict) -> float:
     return value
 
 
-def _find_cell(plan, claim: dict, term: dict):
-    found = [c for c in plan.cells[claim["table"]] if c.row == term.get("row") and c.column == term.get("column")
+def claim_cells(cells: dict, claim: dict) -> list:
+    """The cells a claim compares (its better and worse terms), from a plan's table id -> cells."""
+    if claim.get("table") not in cells:
+        raise ConfigError(f"workflow/claims.yaml: claim {claim.get('id')!r} names unknown table {claim.get('table')!r}")
+    return [_find_cell(cells, claim, t) for side in ("better", "worse") for t in _terms(claim, side)]
+
+
+def _find_cell(cells: dict, claim: dict, term: dict):
+    found = [c for c in cells[claim["table"]] if c.row == term.get("row") and c.column == term.get("column")
              and (term.get("block") is None or c.block == term["block"])]
     if len(found) != 1:
         raise ConfigError(f"workflow/claims.yaml: claim {claim['id']!r}: {len(found)} cells of {claim['table']} match "
@@ -193,27 +202,42 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
                     raise ConfigError(f"runs scored on {key} have different test sets ({sets[key]} vs {n} items)")
     rng = np.random.default_rng(seed)
     draws = {key: rng.integers(0, n, size=(replicates, n)) for key, n in sorted(sets.items(), key=str)}
+    seed_rng = np.random.default_rng(seed + 1)   # its own stream: one seed per run leaves the item draws as they were
     records = []
     for claim in payload["claims"]:
         if claim.get("not_run"):
             records.append({"id": claim["id"], "table": claim["table"], "says": claim["says"],
                             "comparison": _comparison(claim["terms"]), "paper": _claim_paper(claim), "ours": None,
-                            "low": None, "high": None, "per_fold": {}, "verdict": "not run",
+                            "low": None, "high": None, "per_fold": {}, "per_seed": {}, "verdict": "not run",
                             "reason": claim["not_run"]})
             continue
-        ours = 0.0
-        boot = np.zeros(replicates)
+        seeds = sorted({payload["runs"][h].get("seed", 0) for t in claim["terms"] for h in t["runs"]})
+        # one draw of the training seeds per replicate, shared by every term: paired, like the test items
+        seed_draw = seed_rng.integers(0, len(seeds), size=(replicates, len(seeds)))
+        ours, boot = 0.0, np.zeros(replicates)
         folds: dict[Any, float] = {}
+        per_seed: dict[int, float] = {}
         for t in claim["terms"]:
-            fold_keys = [(t["dataset"], payload["runs"][h]["fold"]) for h in t["runs"]]
-            items = [items_of(h, t["dataset"], t.get("variant")) for h in t["runs"]]
-            values = [metric(it, t["metric"]) for it in items]
-            ours += t["sign"] * float(np.mean(values))
-            reps = np.array([[metric(it, t["metric"], draws[key][b]) for b in range(replicates)]
-                             for it, key in zip(items, fold_keys)])
-            boot += t["sign"] * np.nanmean(reps, axis=0) if reps.size else 0.0
-            for key, v in zip(fold_keys, values):
-                folds[key[1]] = folds.get(key[1], 0.0) + t["sign"] * v
+            by_fold: dict[Any, dict[int, str]] = {}
+            for h in t["runs"]:
+                run = payload["runs"][h]
+                by_fold.setdefault(run["fold"], {})[run.get("seed", 0)] = h
+            values = {h: metric(items_of(h, t["dataset"], t.get("variant")), t["metric"]) for h in t["runs"]}
+            ours += t["sign"] * float(np.mean(list(values.values())))
+            fold_reps = []
+            for fold, by_seed in by_fold.items():
+                if sorted(by_seed) != seeds:
+                    raise ConfigError(f"claim {claim['id']!r}: {t['row']} / {t['column']} fold {fold} has seeds "
+                                      f"{sorted(by_seed)}, the claim's other runs {seeds}")
+                key = (t["dataset"], fold)
+                reps = np.array([[metric(items_of(by_seed[s], t["dataset"], t.get("variant")), t["metric"],
+                                         draws[key][b]) for b in range(replicates)] for s in seeds])
+                fold_reps.append(np.nanmean(reps[seed_draw, np.arange(replicates)[:, None]], axis=1))
+                folds[fold] = folds.get(fold, 0.0) + t["sign"] * float(np.mean([values[by_seed[s]] for s in seeds]))
+            boot += t["sign"] * np.nanmean(fold_reps, axis=0)
+            for s in seeds:
+                per_seed[s] = per_seed.get(s, 0.0) + t["sign"] * float(
+                    np.mean([values[by_seed[s]] for by_seed in by_fold.values()]))
         paper = _claim_paper(claim)
         lo, hi = (float(np.nanpercentile(boot, q)) for q in (100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2))
         direction = 1.0 if paper is None or paper >= 0 else -1.0
@@ -222,6 +246,7 @@ def score(payload: dict, root: Path, replicates: int = BOOTSTRAP, seed: int = 0)
         records.append({"id": claim["id"], "table": claim["table"], "says": claim["says"],
                         "comparison": _comparison(claim["terms"]), "paper": paper, "ours": ours, "low": lo,
                         "high": hi, "per_fold": {str(k): v for k, v in folds.items()} if len(folds) > 1 else {},
+                        "per_seed": {str(k): v for k, v in per_seed.items()} if len(per_seed) > 1 else {},
                         "verdict": verdict, "reason": ""})
     return records
 
@@ -256,15 +281,19 @@ def _f(v, signed: bool = True) -> str:
 def render_markdown(records: list[dict], provenance: dict) -> str:
     counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
     kind = "synthetic" if provenance.get("synthetic") else "real"
+    n_seeds = max((len(r.get("per_seed") or {}) for r in records), default=0)
+    seeds_said = (f" and over the {n_seeds} training seeds each compared run is trained with (`tables.claim_seeds`)"
+                  if n_seeds > 1 else "")
     out = ["# Claims scorecard: which of the paper's findings hold on this data", "",
            f"> Data: **{kind}** (preset `{provenance.get('preset')}`, recipe `{provenance.get('recipe')}`). "
            f"**{counts['reproduced']} reproduced, {counts['inconclusive']} inconclusive, {counts['reversed']} "
            f"reversed{f', {n} not run in this preset' if (n := counts['not run']) else ''}.**",
            f"> Δ = better − worse (points); ours with its {int(LEVEL * 100)}% paired-bootstrap interval over test "
-           "items; reproduced / reversed when the interval excludes 0 on the paper's / the other side.", "",
-           "| claim | table | paper Δ | ours Δ [95% CI] | per fold | verdict |", "|---|---|---|---|---|---|"]
+           f"items{seeds_said}; reproduced / reversed when the interval excludes 0 on the paper's / the other side.",
+           "", "| claim | table | paper Δ | ours Δ [95% CI] | per fold / seed | verdict |", "|---|---|---|---|---|---|"]
     for r in records:
-        folds = ", ".join(f"{k}: {v:+.1f}" for k, v in r["per_fold"].items()) or "-"
+        folds = "; ".join(filter(None, (", ".join(f"{what} {k}: {v:+.1f}" for k, v in r[f"per_{what}"].items())
+                                        for what in ("fold", "seed")))) or "-"
         ours = (f"{_f(r['ours'])} [{_f(r['low'])}, {_f(r['high'])}]" if r["ours"] is not None
                 else f"not run: {r['reason']}")
         out.append(f"| {r['says']}<br><sub>{r['comparison']}</sub> | {r['table'].replace('table_', '')} | "
@@ -274,13 +303,14 @@ def render_markdown(records: list[dict], provenance: dict) -> str:
 
 def render_csv(records: list[dict]) -> str:
     buf = io.StringIO()
-    fields = ["id", "table", "says", "comparison", "paper", "ours", "low", "high", "per_fold", "verdict", "reason"]
+    fields = ["id", "table", "says", "comparison", "paper", "ours", "low", "high", "per_fold", "per_seed", "verdict",
+              "reason"]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in records:
         w.writerow({**{k: ("" if r[k] is None else round(r[k], 4) if isinstance(r[k], float) else r[k])
                        for k in fields},
-                    "per_fold": json.dumps(r["per_fold"]) if r["per_fold"] else ""})
+                    **{k: json.dumps(r[k]) if r.get(k) else "" for k in ("per_fold", "per_seed")}})
     return buf.getvalue()
 
 

@@ -24,6 +24,7 @@ from dfer.data.annotations import with_aligned_frames
 from dfer.config import (ConfigError, config_hash, deep_merge, dump_yaml, flatten, load_params, load_yaml,
                          project_root, set_path)
 from dfer.engine.runconfig import UNHASHED_KEYS, run_hash
+from dfer.workflow.claims import CLAIMS_RELPATH, claim_cells, load_claims
 from dfer.io import write_json
 
 TABLES_RELPATH = Path("workflow/tables.yaml")
@@ -57,7 +58,7 @@ class Cell:
     column: str
     metric: str | None          # None for a cited-only row
     dataset: str | None          # dataset the metric is read from
-    runs: list[str]              # run hashes (one per fold); empty for cited-only rows / non-run metrics
+    runs: list[str]              # run hashes (one per fold and claim seed); empty for cited-only rows / non-run metrics
     backbone: str | None = None  # for ion / params_m cells
     weights: str | None = None   # the landmark net's weights, for ion / params_m cells
     paper: float | None = None
@@ -194,6 +195,20 @@ class Planner:
         return methods[method]
 
     # -- runs --------------------------------------------------------------------------------------------
+    def with_seed(self, h: str, seed: int) -> str:
+        """The run ``h`` trained with another seed (its upstream runs unchanged); return its hash."""
+        run = self.runs[h]
+        if run.config["seed"] == seed:
+            return h
+        cfg = {k: v for k, v in run.config.items() if k not in ("name", "output_dir")}
+        cfg["seed"] = seed
+        seeded = run_hash(cfg)
+        if seeded not in self.runs:
+            name = f"{run.name}{',' if '+' in run.name else '+'}seed={seed}"
+            self.runs[seeded] = Run(hash=seeded, config={"name": name, **cfg, "output_dir": f"{RUNS_DIR}/{seeded}"},
+                                    upstream=list(run.upstream))
+        return seeded
+
     def run_for(self, spec: dict, fold: int | None) -> str:
         """Plan the run of one (spec, fold); return its hash."""
         cfg, upstream = self._build(spec, fold)
@@ -371,8 +386,9 @@ def _cell_dataset(spec: dict) -> str | None:
     return spec.get("eval_on") or spec.get("dataset")
 
 
-def build_plan(params: dict, tables: dict) -> Plan:
-    """Resolve every table and figure cell to runs."""
+def build_plan(params: dict, tables: dict, claims: list[dict] | None = None) -> Plan:
+    """Resolve every table and figure cell to runs; the runs that ``claims`` compare are replicated over
+    ``tables.claim_seeds``."""
     planner = Planner(params)
     cells: dict[str, list[Cell]] = {}
     titles: dict[str, str] = {}
@@ -408,6 +424,7 @@ def build_plan(params: dict, tables: dict) -> Plan:
                 out.append(_plan_cell(planner, fid, panel or "", series, {"label": series["label"]}, spec, None))
         cells[fid] = out
     _check_every_entry_selects(planner, "not_run", planner.not_run_used)
+    _replicate_over_seeds(planner, cells, claims or [])
     for tid, note in _read_on_notes(planner).items():
         notes[tid] = f"{notes[tid]} {note}" if tid in notes else note
     for tid, tcells in cells.items():
@@ -423,6 +440,25 @@ def build_plan(params: dict, tables: dict) -> Plan:
     spread = params["tables"]["spread"]
     return Plan(runs=planner.runs, cells=cells, titles=titles, notes=notes, provenance=prov, spread=spread,
                 kinds=kinds, tracking=params["mlflow"])
+
+
+def _replicate_over_seeds(planner: Planner, cells: dict[str, list[Cell]], claims: list[dict]) -> None:
+    """Train every run a claim compares once per ``tables.claim_seeds``. A cell showing such a run, in any
+    table, gets every seed on each of its folds, so that a run reads the same wherever it appears and a mean
+    over folds weighs each fold alike."""
+    seeds = planner.params["tables"]["claim_seeds"]
+    if not seeds:
+        return
+    compared = {h for claim in claims for cell in claim_cells(cells, claim) for h in cell.runs}
+    every_cell = [cell for table_cells in cells.values() for cell in table_cells]
+    grown = True
+    while grown:   # the other folds of a cell showing a compared run are compared runs too
+        before = len(compared)
+        compared |= {h for cell in every_cell if compared.intersection(cell.runs) for h in cell.runs}
+        grown = len(compared) > before
+    seeded = {h: [planner.with_seed(h, s) for s in seeds] for h in sorted(compared)}
+    for cell in every_cell:
+        cell.runs = list(dict.fromkeys(r for h in cell.runs for r in seeded.get(h, [h])))
 
 
 def _plan_cell(planner: Planner, tid: str, block: str, row: dict, col: dict, spec: dict,
@@ -505,7 +541,11 @@ def _check_every_entry_selects(planner: Planner, kind: str, used: set[int]) -> N
 
 def plan_from_files(params_path: str | None = None, tables_path: str | None = None,
                     overrides: list[str] | None = None) -> Plan:
-    return build_plan(load_params(params_path, overrides), load_tables(tables_path))
+    """The plan of params.yaml, the table declarations and the claims declared next to them (claims.yaml)."""
+    tables_file = Path(tables_path) if tables_path else project_root() / TABLES_RELPATH
+    claims_file = tables_file.with_name(CLAIMS_RELPATH.name)
+    return build_plan(load_params(params_path, overrides), load_tables(tables_file),
+                      load_claims(claims_file) if claims_file.is_file() else None)
 
 
 # AffectNet-7 is AffectNet-8 without Contempt: when both read the same images, one feature cache serves both.

@@ -5,8 +5,8 @@ row per column in bold; the CSV keeps the long form (ours, spread, paper and dif
 
 Input: the table's plan (``results/plan/<table>.json``, written by the workflow from workflow/tables.yaml)
 and the runs' ``eval.json`` files; Table III also reads ``results/landmarks/<backbone>/report.json``.
-Output: ``results/tables/<table>.{md,csv,tex}``. Multi-fold cells show the fold mean and its spread
-(std over folds, or min-max); the header says which data produced the numbers (synthetic or real).
+Output: ``results/tables/<table>.{md,csv,tex}``. Cells of several runs (folds; the training seeds of a cell a
+claim compares) show their mean and spread (std, or half the range); the header says which data produced the numbers (synthetic or real).
 
 eval.json as read here (percent or fraction; fractions are scaled to percent):
 ``{"uar": .., "war": .., "per_class": {class name: acc} | [acc in labels.CLASSES order],
@@ -180,7 +180,7 @@ def collect(payload: dict, root: Path, spread: str = "std") -> list[dict]:
         paper = c.get("paper")
         records.append({
             "block": c["block"], "row": c["row"], "column": c["column"], "metric": c["metric"] or "",
-            "dataset": c["dataset"] or "", "ours": mean, "spread": sp, "n_folds": len(values),
+            "dataset": c["dataset"] or "", "ours": mean, "spread": sp, "n_runs": len(values),
             "paper": paper, "diff": None if mean is None or paper is None else mean - paper,
             "runs": " ".join(c["runs"]), "missing": missing, "cited_only": c["metric"] is None,
             "note": NOT_RUN if c.get("not_run") else NOT_MEASURED if c["metric"] == "ion" and not values else "",
@@ -280,7 +280,8 @@ def provenance(payload: dict) -> str:
 def render_markdown(payload: dict, records: list[dict], spread: str) -> str:
     out = [f"# {payload['title']}", "", f"> {provenance(payload)}",
            f"> Each cell: ours (paper). ours = our result ({'mean ± std' if spread == 'std' else 'mean ± half range'}"
-           " over folds where a cell has several), paper = reported (`-`: not reported); **bold** = the best of our "
+           " over the runs of a cell where it has several: its folds, and its training seeds where a claim compares it),"
+           " paper = reported (`-`: not reported); **bold** = the best of our "
            "rows in its column (lowest ION; parameter counts and GFLOPs are not ranked); ≈ chance = a UAR below "
            f"{CHANCE_MARGIN} × chance (100 % / classes): the model did not learn. Δ = ours − paper is in "
            f"`{payload['table']}.csv`.", ""]
@@ -308,7 +309,7 @@ def _not_run_reasons(records: list[dict]) -> list[str]:
 
 def render_csv(records: list[dict]) -> str:
     buf = io.StringIO()
-    fields = ["block", "row", "column", "metric", "dataset", "ours", "spread", "n_folds", "paper", "diff", "note",
+    fields = ["block", "row", "column", "metric", "dataset", "ours", "spread", "n_runs", "paper", "diff", "note",
               "chance", "runs"]
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
