@@ -598,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         r = plan.runs[h]
         tabs = ",".join(t.replace("table_", "") for t in r.tables if t in wanted) or "-(init)"
         print(f"{h:<12}  {len(r.cells):>5}  {r.name:<{width}}  {tabs}")
-    print(f"\n{len(hashes)} unique runs serve {n_cells} cells ({n_refs} cell-fold references) "
+    print(f"\n{len(hashes)} unique runs serve {n_cells} cells ({n_refs} cell-run references: folds and claim seeds) "
           f"of {len(wanted)} tables", file=sys.stderr)
     if args.write_configs:
         for h in hashes:
