@@ -204,10 +204,12 @@ class Planner:
         cfg["seed"] = seed
         seeded = run_hash(cfg)
         if seeded not in self.runs:
-            name = f"{run.name}{',' if '+' in run.name else '+'}seed={seed}"
-            self.runs[seeded] = Run(hash=seeded, config={"name": name, **cfg, "output_dir": f"{RUNS_DIR}/{seeded}"},
-                                    upstream=list(run.upstream))
+            self._add_run(seeded, f"{run.name}{',' if '+' in run.name else '+'}seed={seed}", cfg, list(run.upstream))
         return seeded
+
+    def _add_run(self, h: str, name: str, cfg: dict, upstream: list[str]) -> None:
+        # Human keys first, so config.yaml reads like the architecture example; the folder is named by the hash.
+        self.runs[h] = Run(hash=h, config={"name": name, **cfg, "output_dir": f"{RUNS_DIR}/{h}"}, upstream=upstream)
 
     def run_for(self, spec: dict, fold: int | None) -> str:
         """Plan the run of one (spec, fold); return its hash."""
@@ -217,11 +219,7 @@ class Planner:
             # The method's default run for this dataset/fold, built without planning its upstream runs.
             default_cfg, _ = self._build({k: spec[k] for k in ("method", "dataset") if k in spec}, fold,
                                          register=False)
-            cfg["name"] = _run_name(cfg, default_cfg, self.runs)
-            cfg["output_dir"] = f"{RUNS_DIR}/{h}"
-            # Put human keys first so config.yaml reads like the architecture example.
-            cfg = {"name": cfg.pop("name"), **cfg}
-            self.runs[h] = Run(hash=h, config=cfg, upstream=upstream)
+            self._add_run(h, _run_name(cfg, default_cfg, self.runs), cfg, upstream)
         return h
 
     def _build(self, spec: dict, fold: int | None, register: bool = True) -> tuple[dict, list[str]]:

@@ -6,7 +6,8 @@ row per column in bold; the CSV keeps the long form (ours, spread, paper and dif
 Input: the table's plan (``results/plan/<table>.json``, written by the workflow from workflow/tables.yaml)
 and the runs' ``eval.json`` files; Table III also reads ``results/landmarks/<backbone>/report.json``.
 Output: ``results/tables/<table>.{md,csv,tex}``. Cells of several runs (folds; the training seeds of a cell a
-claim compares) show their mean and spread (std, or half the range); the header says which data produced the numbers (synthetic or real).
+claim compares) show their mean and spread (std, or half the range); the header says which data produced the
+numbers (synthetic or real).
 
 eval.json as read here (percent or fraction; fractions are scaled to percent):
 ``{"uar": .., "war": .., "per_class": {class name: acc} | [acc in labels.CLASSES order],
