@@ -189,7 +189,14 @@ def test_dvc_push_pull_round_trip_needs_no_retraining(reproduced, tmp_path):
     run(proj, "dvc", "push")
     fresh = tmp_path / "fresh"
     subprocess.run(["git", "clone", "-q", str(proj), str(fresh)], check=True)
+    # Hard links from the cache instead of copies halve the clone's disk (a CI machine's disk is tight; DVC's
+    # advice for large outputs). The MLflow store is written in place by later jobs: unprotect makes it a copy.
+    run(fresh, "dvc", "config", "--local", "cache.type", "hardlink")
     run(fresh, "dvc", "pull")
+    run(fresh, "dvc", "unprotect", "results/mlflow")
+    assert next((fresh / "results/features").rglob("*.npy")).stat().st_nlink == 2   # workspace + cache
+    store = next((fresh / "results/mlflow").glob("*.db"))
+    assert store.stat().st_nlink == 1 and os.access(store, os.W_OK)
     assert tables_of(fresh) == reproduced.tables
     # Restored files carry new timestamps in whatever order DVC wrote them: nothing may re-run.
     proc, _ = run(fresh, "snakemake", "-n", "all_tables")
