@@ -96,6 +96,11 @@ sacctmgr -i add user "$(id -un)" Account=research DefaultAccount=research >/dev/
 
 alive /run/slurmctld.pid || /usr/sbin/slurmctld
 alive /run/slurmd.pid || /usr/sbin/slurmd -N localhost
+# slurmctld keeps a node's DRAIN across restarts (StateSaveLocation), e.g. "SlurmdSpoolDir is full" from a disk
+# that has since been freed: resume it once; slurmd drains it again if the cause is still there.
+for i in $(seq 10); do sinfo -h -o %t 2>/dev/null | grep -q . && break; sleep 1; done
+if sinfo -h -o %t | grep -q '^drain'; then scontrol update nodename=localhost state=resume || true; fi
 for i in $(seq 30); do sinfo -h -o %t 2>/dev/null | grep -qx idle && break; sleep 1; done
-sinfo -h -o %t | grep -qx idle || { echo "slurm node did not become idle" >&2; sinfo >&2; exit 1; }
+sinfo -h -o %t | grep -qx idle || { echo "slurm node did not become idle:" >&2; sinfo >&2;
+  scontrol show node localhost | grep -i reason >&2; exit 1; }
 echo "slurm cluster up: $(sinfo -h -o '%P %D %t %G')"
