@@ -30,6 +30,7 @@ SHRINK = {
     "synth.mafw.clips": 100,
     "presets.synthetic.train.epochs": 1,
     "presets.synthetic.methods.sfer.train.epochs": 1,
+    "presets.synthetic.methods.s2d.train.epochs": 1,
     "presets.synthetic.methods.nr_dfernet.train.epochs": 1,
     "presets.synthetic.recipes.official.s2d.MAFW.train.epochs": 1,
     "presets.synthetic.recipes.official.s2d.FERV39K.train.epochs": 1,
