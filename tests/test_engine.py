@@ -10,7 +10,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_helpers import FAST, ROOT, landmark_weights, run_config, write_config, write_dfew  # noqa: E402
+from engine_helpers import (FAST, ROOT, landmark_weights, run_config, write_config, write_dfew,  # noqa: E402
+                            write_rafdb)
 
 from dfer.cli import main as dfer  # noqa: E402
 from dfer.engine import resume as ck  # noqa: E402
@@ -297,13 +298,47 @@ def test_cross_dataset_tests_read_the_head_trained_for_them():
     its joint static set, in that set's classes (UniLearn Table 4); a DFER model without such a head is not."""
     from dfer.config import load_params
     from dfer.data.labels import classes
-    from dfer.engine.evaluate import cross_classes
+    from dfer.engine.evaluate import CrossHead, cross_head
     from dfer.workflow.plan import method_run_config
 
     params = load_params(ROOT / "params.yaml")
     sfer = check(method_run_config(params, "sfer", "RAF-DB"))
     joint = check(method_run_config(params, "unilearn", "FERV39K"))
     alone = check(method_run_config(params, "unilearn", "FERV39K", {"train.joint": None}))
-    assert cross_classes(sfer, "FERPlus") == classes("RAF-DB")
-    assert joint.eval_datasets == ("AffectNet-7",) and cross_classes(joint, "AffectNet-7") == classes("AffectNet-7")
-    assert cross_classes(alone, "AffectNet-7") is None and cross_classes(joint, "RAF-DB") is None
+    assert cross_head(sfer, "FERPlus") == CrossHead(classes("RAF-DB"), image_head=False)
+    assert joint.eval_datasets == ("AffectNet-7",)
+    assert cross_head(joint, "AffectNet-7") == CrossHead(classes("AffectNet-7"), image_head=True)
+    assert cross_head(alone, "AffectNet-7") is None and cross_head(joint, "RAF-DB") is None
+
+
+def test_a_jointly_fine_tuned_model_is_scored_on_its_image_set_by_its_image_head(tmp_path):
+    """UniLearn Table 4's SFER columns: the joint model's image head, fed 4-D images as in training, predicts the
+    static test set; the video head, which the image set's [B,3,1,H,W] batches would select, must not."""
+    from dfer.config import load_params
+    from dfer.workflow.plan import Planner
+
+    write_dfew(tmp_path / "DFEW", n_train=8, n_test=5)
+    write_rafdb(tmp_path / "RAF-DB", n_train=8, n_test=7)
+    out = tmp_path / "unilearn"
+    cfg = run_config(tmp_path / "DFEW", out, {
+        "method": "unilearn", "model.name": "unilearn_tiny", "model.kwargs": {}, "landmarks": None,
+        "data.input_size": 64, "train.freeze": "none", "train.epochs": 1,
+        "train.joint": {"dataset": "RAF-DB", "data_rate": 1.0, "oversample": False}})
+    planner = Planner(load_params(ROOT / "params.yaml"))
+    cfg["joint_data"] = {**planner._run_data("RAF-DB"), "root": str(tmp_path / "RAF-DB"), "num_frames": 1,
+                         "sampling_rate": 1, "input_size": 64, "oversample": False}
+    cfg["eval_datasets"] = ["RAF-DB"]
+    cfg["eval_data"] = {"RAF-DB": {**planner._dataset_data("RAF-DB"), "root": str(tmp_path / "RAF-DB")}}
+    assert _train(cfg, tmp_path / "unilearn.yaml") == 0
+    cross = json.loads((out / "eval.json").read_text())["cross"]["RAF-DB"]
+
+    run = check(cfg)
+    model = build_model(run, init=False)
+    load_weights(model, out / "model.pt")
+    ds = evaluation_dataset(run, "RAF-DB")
+    images = torch.stack([ds[i]["video"] for i in range(len(ds))])      # [N,3,1,H,W], as the loader batches them
+    with torch.no_grad():
+        by_image_head = model.eval()(images[:, :, 0])[0].argmax(1).tolist()
+        by_video_head = model(images)[0].argmax(1).tolist()
+    assert by_image_head != by_video_head  # else this test could not tell the heads apart
+    assert cross["items"]["pred"] == by_image_head and len(by_image_head) == 7

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -73,11 +73,13 @@ class Scoring:
         return cls(model, device, run.eval_batch_size, int(run.train["num_workers"]), lmk_net, precision)
 
 
-def score_dataset(scoring: Scoring, dataset_obj, show: bool = True, desc: str = "test") -> dict:
-    """Per-video probabilities (view-averaged softmax), features, labels and the protocol's numbers."""
+def score_dataset(scoring: Scoring, dataset_obj, show: bool = True, desc: str = "test",
+                  image_head: bool = False) -> dict:
+    """Per-video probabilities (view-averaged softmax), features, labels and the protocol's numbers
+    (``image_head``: an image set scored by a jointly fine-tuned model's image head)."""
     s = scoring
     out = predict_views(s.model, dataset_obj, s.device, s.batch_size, s.lmk_net, s.precision, s.num_workers,
-                        desc=desc, show=show)
+                        desc=desc, show=show, image_head=image_head)
     n = len(dataset_obj.samples)
     probs = average_views(out.probs, out.sample_index, n)
     feats = average_views(out.feats, out.sample_index, n)
@@ -87,17 +89,24 @@ def score_dataset(scoring: Scoring, dataset_obj, show: bool = True, desc: str = 
             "seconds": out.seconds, "filtered": out.filtered}
 
 
-def cross_classes(run: RunConfig, other: str) -> list[str] | None:
-    """The classes a run's model predicts on another dataset's test set: an SFER model's own (Table I); a jointly
-    fine-tuned model's image head (UniLearn) on its static dataset, AffectNet-7's (UniLearn Table 4's SFER
-    columns); None when no head of the model was trained for that test set (it is then not scored)."""
+class CrossHead(NamedTuple):
+    """How a run's model is scored on another dataset's test set: the classes its outputs stand for, and whether
+    they come from its image head (a 4-D input)."""
+    classes: list[str]
+    image_head: bool
+
+
+def cross_head(run: RunConfig, other: str) -> CrossHead | None:
+    """An SFER model is scored with its own classes (Table I); a jointly fine-tuned model (UniLearn) with its image
+    head on its static dataset, in that set's classes (UniLearn Table 4's SFER columns); None when no head of the
+    model was trained for that test set (it is then not scored)."""
     from dfer.data.annotations import IMAGE_DATASETS
 
     if run.task == "sfer":
-        return list(run.classes)
+        return CrossHead(list(run.classes), False)
     joint = run.train["joint"]
     if joint and joint["dataset"] == other and other in IMAGE_DATASETS:
-        return dataset_classes(other)
+        return CrossHead(dataset_classes(other), True)
     return None
 
 
@@ -176,12 +185,13 @@ def evaluate(run: RunConfig, checkpoint: Path, select: str, out_json: Path,
                      "aggregation": "mean of softmax over views"},
         **summary,
     }
-    cross = {other: src for other in run.eval_datasets if (src := cross_classes(run, other)) is not None}
+    cross = {other: head for other in run.eval_datasets if (head := cross_head(run, other)) is not None}
     if cross:
         report["cross"] = {}
-        for other, src_classes in cross.items():
-            ores = score_dataset(scoring, evaluation_dataset(run, other), show=show, desc=f"test {other}")
-            report["cross"][other] = cross_scores(ores["probs"], ores["labels"], src_classes,
+        for other, head in cross.items():
+            ores = score_dataset(scoring, evaluation_dataset(run, other), show=show, desc=f"test {other}",
+                                 image_head=head.image_head)
+            report["cross"][other] = cross_scores(ores["probs"], ores["labels"], head.classes,
                                                   dataset_classes(other), ores["ids"])
     if res["filtered"] is not None:  # NR-DFERNet: how often its snippet-based filter removed "neutral"
         report["snippet_filter"] = filter_rate(res)

@@ -98,6 +98,15 @@ def build_landmarks(landmarks: Mapping | None) -> nn.Module | None:
     return LandmarkFeatures(landmarks["backbone"], str(resolve_path(landmarks["weights"])))
 
 
+def image_input(batch: dict, device: torch.device) -> torch.Tensor:
+    """An image set's batch ``[B,3,1,H,W]`` as ``[B,3,H,W]``: the 4-D input that selects a jointly fine-tuned
+    model's image head (UniLearn), in training and at test alike."""
+    video = batch["video"]
+    if video.ndim != 5 or video.shape[2] != 1:
+        raise ValueError(f"an image batch is [B,3,1,H,W], got {tuple(video.shape)}")
+    return video[:, :, 0].to(device, non_blocking=True)
+
+
 def landmark_input(batch: dict, video: torch.Tensor, lmk_net: nn.Module | None,
                    use_cache: bool) -> torch.Tensor | None:
     """Landmark features ``[B*T, C, 14, 14]``: from the cache when allowed, else the frozen net on ``video``
@@ -289,10 +298,10 @@ def classification_loss(logits: torch.Tensor, target: torch.Tensor, st: StepStat
 def micro_step_loss(model: nn.Module, batch: dict, st: StepState, device: torch.device) -> torch.Tensor:
     """Forward one micro-batch and return its loss (classification + lambda * SDL + MoAE aux); updates the SDL
     anchors from a no-grad forward of the un-mixed clip (official ``model(ori_samples, a)``)."""
-    clean = batch["video"].to(device, non_blocking=True)
     labels = batch["label"].to(device, non_blocking=True)
     if "task" in batch and int(batch["task"][0]) == 1:  # joint fine-tuning: an image batch, the image head
-        return image_step_loss(model, clean[:, :, 0], labels, st)
+        return image_step_loss(model, image_input(batch, device), labels, st)
+    clean = batch["video"].to(device, non_blocking=True)
     video, target = st.mixup(clean, labels) if st.mixup is not None else (clean, labels)
     lmk = landmark_input(batch, video, st.lmk_net, st.use_lmk_cache and st.mixup is None)
     with st.precision.autocast():
@@ -417,10 +426,12 @@ class ViewOutputs:
 @torch.no_grad()
 def predict_views(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int,
                   lmk_net: nn.Module | None = None, precision: Precision | None = None, num_workers: int = 0,
-                  desc: str = "test", show: bool = True, indices: Sequence[int] | None = None) -> ViewOutputs:
+                  desc: str = "test", show: bool = True, indices: Sequence[int] | None = None,
+                  image_head: bool = False) -> ViewOutputs:
     """Softmax probabilities and features of every item (view) of a test-mode dataset.
 
-    ``indices``: a subset of item indices (a DDP rank's shard); default every item.
+    ``indices``: a subset of item indices (a DDP rank's shard); default every item. ``image_head``: the dataset
+    is an image set scored by a jointly fine-tuned model's image head (4-D input, as its training fed it).
     """
     precision = precision or Precision()
     model.eval()
@@ -433,8 +444,11 @@ def predict_views(model: nn.Module, dataset: Dataset, device: torch.device, batc
     clips, filtered = 0, None
     pbar = bar(len(loader), desc, enabled=show)
     for batch in loader:
-        video = batch["video"].to(device, non_blocking=True)
-        lmk = landmark_input(batch, video, lmk_net, use_cache)
+        if image_head:
+            video, lmk = image_input(batch, device), None
+        else:
+            video = batch["video"].to(device, non_blocking=True)
+            lmk = landmark_input(batch, video, lmk_net, use_cache)
         with precision.autocast():
             logits, feat = model(video, lmk)
         probs.append(torch.softmax(logits.float(), dim=-1).cpu())
