@@ -1,6 +1,7 @@
 """A small CenterNet-style face detector that the workflow trains itself (`dfer train-detector`).
 
-The frame is resized to ``input_size`` squared; a tiny encoder-decoder CNN predicts, on a stride-4 grid, a
+The frame is padded to a square (bottom and right, mid-grey) and resized to ``input_size``, so a face keeps its
+shape whatever the frame's aspect (training sees square crops only); a tiny encoder-decoder CNN predicts, on a stride-4 grid, a
 face-centre heatmap, the box size (log, in grid cells), the sub-cell centre offset and 5 landmarks (relative
 to the centre, in box sizes). Peaks of the heatmap (3x3 max-pool) above ``score_threshold`` are faces.
 About 0.23 M parameters: trains in a minute or two on a CPU and needs no download.
@@ -65,12 +66,24 @@ class CenterNetTiny(nn.Module):
         return self.head(u4)
 
 
+def letterbox(frame: np.ndarray) -> np.ndarray:
+    """The frame padded at the bottom and right to a square of side ``max(h, w)`` (mid-grey, 0 after
+    :func:`preprocess`), so that its pixel coordinates stay those of the frame."""
+    h, w = frame.shape[:2]
+    if h == w:
+        return frame
+    side = max(h, w)
+    out = np.full((side, side, frame.shape[2]), 128, dtype=frame.dtype)
+    out[:h, :w] = frame
+    return out
+
+
 def preprocess(frames: np.ndarray | list[np.ndarray], size: int) -> torch.Tensor:
-    """RGB uint8 frames (any size) -> float[N,3,size,size] in [-0.5, 0.5] (aspect not kept)."""
+    """RGB uint8 frames (any size) -> float[N,3,size,size] in [-0.5, 0.5], each letterboxed (aspect kept)."""
     import cv2
 
-    arr = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) if f.shape[:2] != (size, size)
-                    else f for f in frames])
+    arr = np.stack([cv2.resize(sq, (size, size), interpolation=cv2.INTER_AREA) if sq.shape[:2] != (size, size)
+                    else sq for sq in map(letterbox, frames)])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
 
 
@@ -124,14 +137,15 @@ def centernet_loss(out: torch.Tensor, t: dict) -> tuple[torch.Tensor, dict]:
 
 def decode(out: torch.Tensor, frame_sizes: list[tuple[int, int]], input_size: int,
            score_threshold: float = 0.3, top_k: int = 5) -> list[list[Detection]]:
-    """Heatmap peaks -> detections in each frame's own pixel coordinates."""
+    """Heatmap peaks -> detections in each frame's own pixel coordinates (the input was letterboxed: one scale
+    for both axes, origin unchanged)."""
     heat = torch.sigmoid(out[:, 0:1])
     peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat).float()
     n, _, g, _ = heat.shape
     scores, idx = peaks.view(n, -1).topk(min(top_k, g * g), dim=1)
     result = []
     for i, (h, w) in enumerate(frame_sizes):
-        sx, sy = w / input_size * STRIDE, h / input_size * STRIDE   # grid cell -> frame pixel
+        sx = sy = max(h, w) / input_size * STRIDE   # grid cell -> frame pixel
         dets = []
         for s, k in zip(scores[i].tolist(), idx[i].tolist()):
             if s < score_threshold:
