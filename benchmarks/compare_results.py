@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     shared = sorted(tables_a.keys() & tables_b.keys())
     table_diffs = {n: d for n in shared if (d := compare_table(tables_a[n], tables_b[n]))}
     print(f"tables: {len(shared) - len(table_diffs)} of {len(shared)} in both identical "
-          f"(only in A: {sorted(tables_a.keys() - tables_b.keys())}, only in B: {sorted(tables_b.keys() - tables_a.keys())})")
+          f"(only in A: {sorted(tables_a.keys() - tables_b.keys())}, "
+          f"only in B: {sorted(tables_b.keys() - tables_a.keys())})")
     for n, d in table_diffs.items():
         print(f"  {n}: {d}")
     return 1 if run_diffs or table_diffs else 0

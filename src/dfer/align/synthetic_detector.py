@@ -1,9 +1,10 @@
 """A small CenterNet-style face detector that the workflow trains itself (`dfer train-detector`).
 
 The frame is padded to a square (bottom and right, mid-grey) and resized to ``input_size``, so a face keeps its
-shape whatever the frame's aspect (training sees square crops only); a tiny encoder-decoder CNN predicts, on a stride-4 grid, a
-face-centre heatmap, the box size (log, in grid cells), the sub-cell centre offset and 5 landmarks (relative
-to the centre, in box sizes). Peaks of the heatmap (3x3 max-pool) above ``score_threshold`` are faces.
+shape whatever the frame's aspect (training sees square crops only); a tiny encoder-decoder CNN predicts, on a
+stride-4 grid, a face-centre heatmap, the box size (log, in grid cells), the sub-cell centre offset and 5
+landmarks (relative to the centre, in box sizes). Peaks of the heatmap (3x3 max-pool) above ``score_threshold``
+are faces.
 About 0.23 M parameters: trains in a minute or two on a CPU and needs no download.
 """
 from __future__ import annotations
